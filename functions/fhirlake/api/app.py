@@ -1,0 +1,255 @@
+"""The FHIR REST API: routes a framework-neutral Request to the core and shapes the Response.
+
+Routes (R4 http.html), relative to the FHIR base:
+
+    GET  /metadata                          capabilities
+    GET  /_history                          history (system)
+    POST /$validate                         validate
+    POST /{type}                            create
+    GET  /{type}/_history                   history (type)
+    POST /{type}/$validate                  validate
+    GET|PUT|DELETE /{type}/{id}             read, update, delete
+    POST /{type}/{id}/$validate             validate
+    GET  /{type}/{id}/_history[/{vid}]      history (instance), vread
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+from fhirlake.api.http import (
+    Request,
+    Response,
+    check_body_media_type,
+    json_response,
+    response_media_type,
+    url_with_query,
+)
+from fhirlake.fhir import json as fhir_json
+from fhirlake.fhir.bundle import history_bundle
+from fhirlake.fhir.capability import capability_statement
+from fhirlake.fhir.instant import format_instant, http_date, parse_instant
+from fhirlake.fhir.outcome import FhirError, Issue, operation_outcome
+from fhirlake.fhir.types import is_resource_type
+from fhirlake.persistence import StoredVersion
+from fhirlake.persistence.dynamodb import InvalidCursor
+from fhirlake.service.crud import ResourceService, check_type
+from fhirlake.validation import Validator
+
+DEFAULT_HISTORY_COUNT = 50
+MAX_HISTORY_COUNT = 1000
+_HISTORY_PARAMS = {"_count", "_since", "_cursor", "_format", "_pretty"}
+
+Handler = Callable[[Request, list[str]], Response]
+
+
+class FhirApi:
+    def __init__(self, service: ResourceService, validator: Validator, max_body_bytes: int) -> None:
+        self._service = service
+        self._validator = validator
+        self._max_body_bytes = max_body_bytes
+
+    def handle(self, request: Request) -> Response:
+        try:
+            response_media_type(request)  # 406 before doing any work
+            return self._route(request)
+        except FhirError as exc:
+            return json_response(request, exc.status, exc.outcome(), exc.headers)
+
+    # -- routing ------------------------------------------------------------------------
+    def _route(self, request: Request) -> Response:
+        parts = [unquote(p) for p in request.path.strip("/").split("/") if p]
+        methods = self._methods_for(parts)
+        handler = methods.get(request.method)
+        if handler is None:
+            allow = ", ".join(sorted(methods)) or "none"
+            raise FhirError(
+                405,
+                FhirError.of(405, "not-supported", f"{request.method} is not allowed here (allowed: {allow})").issues,
+                headers={"Allow": allow},
+            )
+        return handler(request, parts)
+
+    def _methods_for(self, parts: list[str]) -> dict[str, Handler]:
+        n = len(parts)
+        if n == 0:
+            return {"POST": self._not_yet("batch and transaction Bundles")}
+        head = parts[0]
+        if n == 1 and head == "metadata":
+            return {"GET": self._capabilities}
+        if n == 1 and head == "_history":
+            return {"GET": self._history}
+        if n == 1 and head == "$validate":
+            return {"POST": self._validate}
+        check_type(head)
+        tail = parts[1:]
+        if n == 1:
+            return {"POST": self._create, "GET": self._not_yet("search"), "PUT": self._not_yet("conditional update"),
+                    "DELETE": self._not_yet("conditional delete")}
+        if tail == ["_history"]:
+            return {"GET": self._history}
+        if tail == ["_search"]:
+            return {"GET": self._not_yet("search"), "POST": self._not_yet("search")}
+        if tail == ["$validate"]:
+            return {"POST": self._validate}
+        if tail[0].startswith("$"):
+            raise FhirError.of(501, "not-supported", f"Operation {tail[0]} is not supported")
+        if n == 2:
+            return {"GET": self._read, "PUT": self._update, "DELETE": self._delete}
+        if n == 3 and parts[2] == "_history":
+            return {"GET": self._history}
+        if n == 3 and parts[2] == "$validate":
+            return {"POST": self._validate}
+        if n == 4 and parts[2] == "_history":
+            return {"GET": self._vread}
+        raise FhirError.of(404, "not-found", "Unknown path")
+
+    # -- interactions -------------------------------------------------------------------
+    def _capabilities(self, request: Request, _parts: list[str]) -> Response:
+        return json_response(request, 200, capability_statement(request.base_url))
+
+    def _read(self, request: Request, parts: list[str]) -> Response:
+        version = self._service.read(parts[0], parts[1])
+        if _not_modified(request, version):
+            return Response(304, _version_headers(request, version))
+        return json_response(request, 200, version.resource, _version_headers(request, version))
+
+    def _vread(self, request: Request, parts: list[str]) -> Response:
+        version = self._service.vread(parts[0], parts[1], parts[3])
+        return json_response(request, 200, version.resource, _version_headers(request, version))
+
+    def _create(self, request: Request, parts: list[str]) -> Response:
+        result = self._service.create(parts[0], self._body(request))
+        return self._write_response(request, result.version, 201)
+
+    def _update(self, request: Request, parts: list[str]) -> Response:
+        result = self._service.update(parts[0], parts[1], self._body(request), request.header("if-match"))
+        return self._write_response(request, result.version, 201 if result.created else 200)
+
+    def _delete(self, request: Request, parts: list[str]) -> Response:
+        tombstone = self._service.delete(parts[0], parts[1], request.header("if-match"))
+        headers = {"ETag": f'W/"{tombstone.version_id}"'} if tombstone else {}
+        if _prefer_return(request) == "OperationOutcome":
+            message = f"{parts[0]}/{parts[1]} deleted" if tombstone else f"{parts[0]}/{parts[1]} did not exist"
+            outcome = operation_outcome([Issue("information", "informational", message)])
+            return json_response(request, 200, outcome, headers)
+        return Response(204, headers)
+
+    def _history(self, request: Request, parts: list[str]) -> Response:
+        resource_type = parts[0] if parts[0] != "_history" else None
+        resource_id = parts[1] if len(parts) == 3 else None
+        unknown = sorted({k for k, _ in request.query} - _HISTORY_PARAMS)
+        if unknown:
+            raise FhirError.of(400, "not-supported", f"Unsupported history parameter(s): {', '.join(unknown)}")
+        count = _count(request.param("_count"))
+        since = _since(request.param("_since"))
+        try:
+            page = self._service.history(
+                resource_type, resource_id, count=count, since=since, cursor=request.param("_cursor")
+            )
+        except InvalidCursor:
+            raise FhirError.of(400, "invalid", "The paging cursor is not valid") from None
+        path = request.path.rstrip("/")
+        kept = [(k, v) for k, v in request.query if k in ("_since", "_format", "_pretty")]
+        kept.append(("_count", str(count)))
+        links = {"self": url_with_query(request.base_url, path, request.query)}
+        if page.next_cursor:
+            links["next"] = url_with_query(request.base_url, path, [*kept, ("_cursor", page.next_cursor)])
+        links["first"] = url_with_query(request.base_url, path, kept)
+        return json_response(request, 200, history_bundle(request.base_url, page.versions, links))
+
+    def _validate(self, request: Request, parts: list[str]) -> Response:
+        body = self._body(request)
+        resource_type = parts[0] if parts and is_resource_type(parts[0]) else None
+        mode = request.param("mode")
+        resource = body
+        if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+            for parameter in body.get("parameter", []) or []:
+                if not isinstance(parameter, dict):
+                    continue
+                if parameter.get("name") == "resource" and "resource" in parameter:
+                    resource = parameter["resource"]
+                elif parameter.get("name") == "mode":
+                    mode = parameter.get("valueCode", mode)
+        if mode not in (None, "create", "update", "delete", "profile"):
+            raise FhirError.of(400, "value", "mode must be create, update, delete or profile")
+        if mode == "delete":
+            # Nothing in fhirlake forbids deleting a resource (no referential integrity rules).
+            return json_response(request, 200, operation_outcome([]))
+        issues = self._validator.validate(resource, expected_type=resource_type)
+        if mode == "update" and isinstance(resource, dict) and len(parts) >= 2 and resource.get("id") != parts[1]:
+            issues.append(Issue("error", "invalid", "The resource id must equal the id in the URL", "id"))
+        return json_response(request, 200, operation_outcome(issues))
+
+    @staticmethod
+    def _not_yet(feature: str) -> Handler:
+        def handler(_request: Request, _parts: list[str]) -> Response:
+            raise FhirError.of(501, "not-supported", f"{feature[0].upper()}{feature[1:]} is not supported yet")
+
+        return handler
+
+    # -- helpers ------------------------------------------------------------------------
+    def _body(self, request: Request) -> Any:
+        check_body_media_type(request)
+        if len(request.body) > self._max_body_bytes:
+            raise FhirError.of(413, "too-costly", f"The body exceeds the limit of {self._max_body_bytes} bytes")
+        if not request.body.strip():
+            raise FhirError.of(400, "required", "A request body with a FHIR resource is required")
+        return fhir_json.loads(request.body)
+
+    def _write_response(self, request: Request, version: StoredVersion, status: int) -> Response:
+        headers = _version_headers(request, version)
+        headers["Location"] = (
+            f"{request.base_url}/{version.resource_type}/{version.id}/_history/{version.version_id}"
+        )
+        prefer = _prefer_return(request)
+        if prefer == "minimal":
+            return Response(status, headers)
+        if prefer == "OperationOutcome":
+            outcome = operation_outcome([Issue("information", "informational", "Stored")])
+            return json_response(request, status, outcome, headers)
+        return json_response(request, status, version.resource, headers)
+
+
+def _version_headers(request: Request, version: StoredVersion) -> dict[str, str]:
+    return {
+        "ETag": f'W/"{version.version_id}"',
+        "Last-Modified": http_date(version.last_updated),
+        "Content-Location": f"{request.base_url}/{version.resource_type}/{version.id}/_history/{version.version_id}",
+    }
+
+
+def _not_modified(request: Request, version: StoredVersion) -> bool:
+    none_match = request.header("if-none-match")
+    return bool(none_match) and none_match.strip() in (f'W/"{version.version_id}"', f'"{version.version_id}"')
+
+
+def _prefer_return(request: Request) -> str:
+    prefer = request.header("prefer") or ""
+    for token in prefer.split(";"):
+        for part in token.split(","):
+            name, _, value = part.strip().partition("=")
+            if name.strip().lower() == "return":
+                value = value.strip().strip('"')
+                if value in ("minimal", "representation", "OperationOutcome"):
+                    return value
+    return "representation"
+
+
+def _count(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_HISTORY_COUNT
+    if not value.isdigit():
+        raise FhirError.of(400, "value", "_count must be a non-negative integer")
+    return max(1, min(int(value), MAX_HISTORY_COUNT))
+
+
+def _since(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return format_instant(parse_instant(value))
+    except ValueError:
+        raise FhirError.of(400, "value", "_since must be an instant such as 2024-01-31T10:00:00Z") from None

@@ -1,0 +1,31 @@
+"""Settings of one deployment, read from the environment the CDK (or the local runtime) sets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from fhirlake import topology
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
+    blob_bucket: str
+    tenant: str = "default"
+    validation_level: str = "strict"
+    max_body_bytes: int = 5 * 1024 * 1024
+    # Public base URL of the FHIR API; when unset it is derived from each request (Host + stage).
+    base_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        return cls(
+            table_name=env[topology.RESOURCE_TABLE.env_var],
+            blob_bucket=env[topology.BLOB_BUCKET.env_var],
+            tenant=env.get(topology.ENV_TENANT, "default"),
+            validation_level=env.get(topology.ENV_VALIDATION_LEVEL, "strict"),
+            max_body_bytes=int(env.get(topology.ENV_MAX_BODY_BYTES, 5 * 1024 * 1024)),
+            base_url=env.get(topology.ENV_BASE_URL) or None,
+        )

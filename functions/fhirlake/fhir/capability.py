@@ -1,0 +1,55 @@
+"""The CapabilityStatement: what this server really implements (and nothing more)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhirlake import __version__
+from fhirlake.fhir.instant import now_instant
+from fhirlake.fhir.types import resource_types
+
+TYPE_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type", "create")
+
+
+def capability_statement(base_url: str) -> dict[str, Any]:
+    validate_op = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+    resources = [
+        {
+            "type": rtype,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+            "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": False,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": False,
+            "conditionalDelete": "not-supported",
+            "operation": [validate_op],
+        }
+        for rtype in sorted(resource_types())
+    ]
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": now_instant()[:10],
+        "publisher": "fhirlake",
+        "kind": "instance",
+        "software": {"name": "fhirlake", "version": __version__},
+        "implementation": {"description": "fhirlake FHIR R4 data store", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": "Deployed behind Amazon API Gateway; requests are signed with AWS SigV4 (IAM).",
+                "security": {
+                    "cors": False,
+                    "description": "AWS IAM (SigV4) authorization on every request.",
+                },
+                "resource": resources,
+                "interaction": [{"code": "history-system"}],
+                "operation": [validate_op],
+            }
+        ],
+    }

@@ -1,0 +1,133 @@
+"""Feeds queue messages and table stream records to handlers, shaped as Lambda would deliver them.
+
+- SQS: long-polls a queue, invokes the handler with an ``aws:sqs`` event of up to ``batch_size``
+  records, deletes the records that did not fail (``batchItemFailures``, ReportBatchItemFailures),
+  and leaves failures to the queue's redrive policy, as the Lambda event source mapping does.
+- DynamoDB Streams: reads every shard from TRIM_HORIZON and invokes the handler with
+  ``aws:dynamodb`` records in order, retrying a failed batch, as the stream event source does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fhirlake.local.lambda_context import LocalLambdaContext
+
+LambdaHandler = Callable[[dict[str, Any], Any], Any]
+
+
+class SqsPoller:
+    def __init__(self, sqs: Any, queue_url: str, queue_arn: str, handler: LambdaHandler, function_name: str,
+                 batch_size: int = 10, region: str = "us-east-1") -> None:
+        self._sqs, self._url, self._arn = sqs, queue_url, queue_arn
+        self._handler, self._name = handler, function_name
+        self._batch_size, self._region = batch_size, region
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sqs-{function_name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def poll_once(self, wait_seconds: int = 1) -> int:
+        resp = self._sqs.receive_message(
+            QueueUrl=self._url, MaxNumberOfMessages=self._batch_size, WaitTimeSeconds=wait_seconds,
+            AttributeNames=["All"], MessageAttributeNames=["All"],
+        )
+        messages = resp.get("Messages", [])
+        if not messages:
+            return 0
+        event = {"Records": [self._record(m) for m in messages]}
+        try:
+            result = self._handler(event, LocalLambdaContext(function_name=self._name)) or {}
+            failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+        except Exception:  # the whole batch failed: every message returns to the queue
+            failed = {m["MessageId"] for m in messages}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            self._sqs.delete_message_batch(QueueUrl=self._url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
+        return len(messages)
+
+    def _record(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": message.get("Attributes", {}),
+            "messageAttributes": message.get("MessageAttributes", {}),
+            "md5OfBody": message.get("MD5OfBody"),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self._arn,
+            "awsRegion": self._region,
+        }
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll_once()
+            except Exception:  # endpoint going away at shutdown, transient errors
+                time.sleep(0.5)
+
+
+class StreamPoller:
+    def __init__(self, streams: Any, stream_arn: str, handler: LambdaHandler, function_name: str,
+                 batch_size: int = 100, region: str = "us-east-1") -> None:
+        self._streams, self._arn = streams, stream_arn
+        self._handler, self._name = handler, function_name
+        self._batch_size, self._region = batch_size, region
+        self._iterators: dict[str, str | None] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"stream-{function_name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def poll_once(self) -> int:
+        delivered = 0
+        shards = self._streams.describe_stream(StreamArn=self._arn)["StreamDescription"]["Shards"]
+        for shard in shards:
+            shard_id = shard["ShardId"]
+            if shard_id not in self._iterators:
+                self._iterators[shard_id] = self._streams.get_shard_iterator(
+                    StreamArn=self._arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+            iterator = self._iterators[shard_id]
+            if iterator is None:
+                continue
+            resp = self._streams.get_records(ShardIterator=iterator, Limit=self._batch_size)
+            records = resp.get("Records", [])
+            if records:
+                event = {"Records": [self._record(r) for r in records]}
+                self._handler(event, LocalLambdaContext(function_name=self._name))  # raises: retried next poll
+                delivered += len(records)
+            self._iterators[shard_id] = resp.get("NextShardIterator")
+        return delivered
+
+    def _record(self, record: dict[str, Any]) -> dict[str, Any]:
+        out = dict(record)
+        out["eventSourceARN"] = self._arn
+        out["awsRegion"] = self._region
+        dynamodb = dict(out.get("dynamodb", {}))
+        created = dynamodb.get("ApproximateCreationDateTime")
+        if hasattr(created, "timestamp"):
+            dynamodb["ApproximateCreationDateTime"] = created.timestamp()
+        out["dynamodb"] = dynamodb
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.poll_once() == 0:
+                    self._stop.wait(0.5)
+            except Exception:
+                self._stop.wait(1.0)

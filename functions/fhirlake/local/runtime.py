@@ -1,0 +1,123 @@
+"""The embedded default: moto on loopback + the real Lambda handlers, wired as in the cloud.
+
+    with LocalRuntime(port=8080) as runtime:
+        print(runtime.api_url)
+
+Data lives in the moto process memory: it is gone when the runtime stops.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+
+from fhirlake import topology
+from fhirlake.local.dispatcher import SqsPoller, StreamPoller
+from fhirlake.local.http_front import HttpFront
+from fhirlake.local.provision import Provisioned, provision
+
+LOCAL_REGION = "us-east-1"
+_LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_handler(dotted: str) -> Callable[[dict[str, Any], Any], Any]:
+    module_name, _, function_name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+class LocalRuntime:
+    def __init__(self, port: int = 8080, moto_port: int | None = None, host: str = "127.0.0.1",
+                 settings: dict[str, str] | None = None, access_log: bool = False) -> None:
+        self._host = host
+        self._port = port
+        self._moto_port = moto_port or free_port()
+        self._settings = settings or {}
+        self._access_log = access_log
+        self._moto: Any = None
+        self._front: HttpFront | None = None
+        self._pollers: list[SqsPoller | StreamPoller] = []
+        self.resources: Provisioned | None = None
+
+    @property
+    def moto_url(self) -> str:
+        return f"http://{self._host}:{self._moto_port}"
+
+    @property
+    def api_url(self) -> str:
+        assert self._front is not None, "runtime not started"
+        return self._front.url
+
+    def session(self) -> boto3.Session:
+        return boto3.Session(region_name=LOCAL_REGION, aws_access_key_id="local", aws_secret_access_key="local")
+
+    def client(self, service: str) -> Any:
+        return self.session().client(service, endpoint_url=self.moto_url)
+
+    def start(self) -> LocalRuntime:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+        self._moto = ThreadedMotoServer(ip_address=self._host, port=self._moto_port, verbose=False)
+        self._moto.start()
+        self.resources = provision(self.session(), self.moto_url)
+        # The handlers read exactly the variables the CDK sets on the Lambda functions; the SDK's
+        # standard AWS_ENDPOINT_URL sends their calls to moto.
+        os.environ.update(_LOCAL_CREDENTIALS)
+        os.environ.update({
+            "AWS_DEFAULT_REGION": LOCAL_REGION,
+            "AWS_REGION": LOCAL_REGION,
+            "AWS_ENDPOINT_URL": self.moto_url,
+            "POWERTOOLS_SERVICE_NAME": "fhirlake",
+            "POWERTOOLS_METRICS_NAMESPACE": "fhirlake",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+            **self.resources.environment(),
+            **self._settings,
+        })
+        self._start_functions()
+        return self
+
+    def _start_functions(self) -> None:
+        assert self.resources is not None
+        for function in topology.FUNCTIONS:
+            handler = load_handler(function.handler)
+            kind, _, target = function.trigger.partition(":")
+            if kind == "http":
+                self._front = HttpFront(handler, self._host, self._port, self._access_log)
+                self._front.start()
+            elif kind == "queue":
+                sqs = self.client("sqs")
+                url = self.resources.queue_urls[target]
+                arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+                self._pollers.append(SqsPoller(sqs, url, arn, handler, function.role, region=LOCAL_REGION))
+            elif kind == "stream" and self.resources.table_stream_arn:
+                self._pollers.append(StreamPoller(self.client("dynamodbstreams"), self.resources.table_stream_arn,
+                                                  handler, function.role, region=LOCAL_REGION))
+        for poller in self._pollers:
+            poller.start()
+
+    def stop(self) -> None:
+        for poller in self._pollers:
+            poller.stop()
+        if self._front:
+            self._front.stop()
+        if self._moto:
+            self._moto.stop()
+
+    def __enter__(self) -> LocalRuntime:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

@@ -1,0 +1,259 @@
+"""ResourceStore on one DynamoDB table, with S3 for bodies over the item size limit."""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import zlib
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+
+from botocore.exceptions import ClientError
+
+from fhirlake.fhir import json as fhir_json
+from fhirlake.persistence import HistoryPage, StoredVersion, VersionConflict, keys
+from fhirlake.persistence.blobs import S3BlobStore
+from fhirlake.topology import SYSTEM_HISTORY_INDEX, SYSTEM_HISTORY_SHARDS, TYPE_HISTORY_INDEX
+
+# DynamoDB items are capped at 400 KB including attribute names; keep a margin for the keys.
+MAX_INLINE_BODY_BYTES = 350 * 1024
+BODY_ENCODING = "zlib+json"
+_BATCH_GET_LIMIT = 100
+
+
+def _encode_cursor(position: str) -> str:
+    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidCursor from None
+
+
+class InvalidCursor(ValueError):
+    """A paging cursor that this store did not issue."""
+
+
+class DynamoResourceStore:
+    def __init__(self, dynamodb_client: Any, table_name: str, blobs: S3BlobStore, tenant: str) -> None:
+        self._ddb = dynamodb_client
+        self._table = table_name
+        self._blobs = blobs
+        self._tenant = tenant
+
+    # -- writes -------------------------------------------------------------------------
+    def put(self, version: StoredVersion) -> None:
+        item, blob_key = self._to_item(version)
+        try:
+            self._ddb.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if blob_key:
+                self._blobs.delete(blob_key)  # never leave an unreferenced body behind
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise VersionConflict(f"{version.resource_type}/{version.id} v{version.version_id}") from None
+            raise
+
+    def _to_item(self, v: StoredVersion) -> tuple[dict[str, Any], str | None]:
+        t, rid, vid, lu = v.resource_type, v.id, v.version_id, v.last_updated
+        shard = keys.system_history_shard(t, rid)
+        item: dict[str, Any] = {
+            "pk": {"S": keys.resource_pk(self._tenant, t, rid)},
+            "sk": {"S": keys.version_sk(vid)},
+            "tenant": {"S": self._tenant},
+            "type": {"S": t},
+            "id": {"S": rid},
+            "vid": {"N": str(vid)},
+            "lu": {"S": lu},
+            "method": {"S": v.method},
+            "gsi1pk": {"S": keys.type_history_pk(self._tenant, t)},
+            "gsi1sk": {"S": keys.type_history_sk(lu, rid, vid)},
+            "gsi2pk": {"S": keys.system_history_pk(self._tenant, shard)},
+            "gsi2sk": {"S": keys.system_history_sk(lu, t, rid, vid)},
+        }
+        blob_key = None
+        if v.resource is None:
+            item["deleted"] = {"BOOL": True}
+        else:
+            body = zlib.compress(fhir_json.dumps(v.resource), 6)
+            item["enc"] = {"S": BODY_ENCODING}
+            if len(body) > MAX_INLINE_BODY_BYTES:
+                blob_key = f"{self._tenant}/{t}/{rid}/{vid}.json.z"
+                self._blobs.put(blob_key, body)
+                item["body_key"] = {"S": blob_key}
+            else:
+                item["body"] = {"B": body}
+        return item, blob_key
+
+    # -- reads --------------------------------------------------------------------------
+    def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        resp = self._ddb.query(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={
+                ":pk": {"S": keys.resource_pk(self._tenant, resource_type, resource_id)},
+                ":lo": {"S": keys.VERSION_PREFIX},
+                ":hi": {"S": keys.LAST_VERSION_KEY},
+            },
+            ScanIndexForward=False,
+            Limit=1,
+            ConsistentRead=True,
+        )
+        items = resp.get("Items", [])
+        return self._from_item(items[0]) if items else None
+
+    def version(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion | None:
+        resp = self._ddb.get_item(
+            TableName=self._table,
+            Key={
+                "pk": {"S": keys.resource_pk(self._tenant, resource_type, resource_id)},
+                "sk": {"S": keys.version_sk(version_id)},
+            },
+            ConsistentRead=True,
+        )
+        item = resp.get("Item")
+        return self._from_item(item) if item else None
+
+    def _from_item(self, item: dict[str, Any]) -> StoredVersion:
+        resource = None
+        if not item.get("deleted", {}).get("BOOL"):
+            if "body_key" in item:
+                body = self._blobs.get(item["body_key"]["S"])
+            else:
+                body = item["body"]["B"]
+            resource = fhir_json.loads(zlib.decompress(body))
+        return StoredVersion(
+            resource_type=item["type"]["S"],
+            id=item["id"]["S"],
+            version_id=int(item["vid"]["N"]),
+            last_updated=item["lu"]["S"],
+            method=item["method"]["S"],
+            resource=resource,
+        )
+
+    # -- history ------------------------------------------------------------------------
+    def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        *,
+        count: int,
+        since: str | None = None,
+        cursor: str | None = None,
+    ) -> HistoryPage:
+        position = _decode_cursor(cursor) if cursor else None
+        if resource_type and resource_id:
+            return self._instance_history(resource_type, resource_id, count, since, position)
+        if resource_type:
+            index_keys = self._index_page(
+                TYPE_HISTORY_INDEX.name, "gsi1pk", "gsi1sk",
+                [keys.type_history_pk(self._tenant, resource_type)], count, since, position,
+            )
+        else:
+            index_keys = self._index_page(
+                SYSTEM_HISTORY_INDEX.name, "gsi2pk", "gsi2sk",
+                [keys.system_history_pk(self._tenant, s) for s in range(SYSTEM_HISTORY_SHARDS)],
+                count, since, position,
+            )
+        page = index_keys[:count]
+        versions = self._batch_get([k for _, k in page])
+        next_cursor = _encode_cursor(page[-1][0]) if len(index_keys) > count else None
+        return HistoryPage(versions, next_cursor)
+
+    def _instance_history(
+        self, resource_type: str, resource_id: str, count: int, since: str | None, position: str | None
+    ) -> HistoryPage:
+        upper = position or keys.LAST_VERSION_KEY
+        resp = self._ddb.query(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={
+                ":pk": {"S": keys.resource_pk(self._tenant, resource_type, resource_id)},
+                ":lo": {"S": keys.VERSION_PREFIX},
+                ":hi": {"S": upper},
+            },
+            ScanIndexForward=False,
+            Limit=count + 2,
+            ConsistentRead=True,
+        )
+        items = [i for i in resp.get("Items", []) if i["sk"]["S"] != position]
+        if since:
+            # Versions of one resource are in lastUpdated order, so the cut is a prefix.
+            items = [i for i in items if i["lu"]["S"] >= since]
+        page = items[:count]
+        more = len(items) > count
+        return HistoryPage(
+            [self._from_item(i) for i in page], _encode_cursor(page[-1]["sk"]["S"]) if more else None
+        )
+
+    def _index_page(
+        self,
+        index: str,
+        pk_name: str,
+        sk_name: str,
+        partitions: list[str],
+        count: int,
+        since: str | None,
+        position: str | None,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Up to count+1 (sort key, table key) pairs, newest first, merged over the partitions."""
+
+        def query(partition: str) -> list[tuple[str, dict[str, Any]]]:
+            values: dict[str, Any] = {":pk": {"S": partition}}
+            if position is not None and since is not None:
+                condition = f"{pk_name} = :pk AND {sk_name} BETWEEN :lo AND :hi"
+                values |= {":lo": {"S": since}, ":hi": {"S": position}}
+            elif position is not None:
+                condition = f"{pk_name} = :pk AND {sk_name} < :hi"
+                values[":hi"] = {"S": position}
+            elif since is not None:
+                condition = f"{pk_name} = :pk AND {sk_name} >= :lo"
+                values[":lo"] = {"S": since}
+            else:
+                condition = f"{pk_name} = :pk"
+            found: list[tuple[str, dict[str, Any]]] = []
+            kwargs: dict[str, Any] = dict(
+                TableName=self._table, IndexName=index, KeyConditionExpression=condition,
+                ExpressionAttributeValues=values, ScanIndexForward=False,
+            )
+            while len(found) < count + 1:
+                kwargs["Limit"] = count + 2 - len(found)
+                resp = self._ddb.query(**kwargs)
+                for item in resp.get("Items", []):
+                    sort_key = item[sk_name]["S"]
+                    if sort_key != position:
+                        found.append((sort_key, {"pk": item["pk"], "sk": item["sk"]}))
+                if "LastEvaluatedKey" not in resp:
+                    break
+                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+            return found
+
+        if len(partitions) == 1:
+            results = [query(partitions[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=len(partitions)) as pool:
+                results = list(pool.map(query, partitions))
+        merged = heapq.merge(*results, key=lambda pair: pair[0], reverse=True)
+        return [pair for _, pair in zip(range(count + 1), merged, strict=False)]
+
+    def _batch_get(self, table_keys: Iterable[dict[str, Any]]) -> list[StoredVersion]:
+        wanted = list(table_keys)
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for start in range(0, len(wanted), _BATCH_GET_LIMIT):
+            request: dict[str, Any] = {self._table: {"Keys": wanted[start : start + _BATCH_GET_LIMIT]}}
+            while request:
+                resp = self._ddb.batch_get_item(RequestItems=request)
+                for item in resp.get("Responses", {}).get(self._table, []):
+                    found[(item["pk"]["S"], item["sk"]["S"])] = item
+                request = resp.get("UnprocessedKeys") or {}
+        return [self._from_item(found[(k["pk"]["S"], k["sk"]["S"])]) for k in wanted
+                if (k["pk"]["S"], k["sk"]["S"]) in found]
+
+

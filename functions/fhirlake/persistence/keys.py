@@ -1,0 +1,52 @@
+"""The single-table key design (documented in docs/architecture.md).
+
+Every resource version is one item:
+
+    pk     = "{tenant}#{type}#{id}"          all versions of one resource (and, later, its search entries)
+    sk     = "v#{versionId:010d}"            versions sort numerically; newest = last
+    gsi1pk = "{tenant}#{type}"               type-level history, newest first by gsi1sk
+    gsi1sk = "{lastUpdated}#{id}#{versionId:010d}"
+    gsi2pk = "{tenant}#h{shard}"             system-level history, write-sharded
+    gsi2sk = "{lastUpdated}#{type}#{id}#{versionId:010d}"
+
+Other item kinds in the same table take other ``sk`` prefixes (search entries: "i#...").
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from fhirlake.topology import SYSTEM_HISTORY_SHARDS
+
+VERSION_PREFIX = "v#"
+VERSION_DIGITS = 10
+LAST_VERSION_KEY = VERSION_PREFIX + "9" * VERSION_DIGITS
+
+
+def resource_pk(tenant: str, resource_type: str, resource_id: str) -> str:
+    return f"{tenant}#{resource_type}#{resource_id}"
+
+
+def version_sk(version_id: int) -> str:
+    return f"{VERSION_PREFIX}{version_id:0{VERSION_DIGITS}d}"
+
+
+def type_history_pk(tenant: str, resource_type: str) -> str:
+    return f"{tenant}#{resource_type}"
+
+
+def type_history_sk(last_updated: str, resource_id: str, version_id: int) -> str:
+    return f"{last_updated}#{resource_id}#{version_id:0{VERSION_DIGITS}d}"
+
+
+def system_history_shard(resource_type: str, resource_id: str) -> int:
+    # crc32 is stable across processes (unlike hash()), so a resource always lands in one shard.
+    return zlib.crc32(f"{resource_type}/{resource_id}".encode()) % SYSTEM_HISTORY_SHARDS
+
+
+def system_history_pk(tenant: str, shard: int) -> str:
+    return f"{tenant}#h{shard}"
+
+
+def system_history_sk(last_updated: str, resource_type: str, resource_id: str, version_id: int) -> str:
+    return f"{last_updated}#{resource_type}#{resource_id}#{version_id:0{VERSION_DIGITS}d}"

@@ -1,0 +1,187 @@
+"""The FHIR data store's core interactions: create, read, vread, update, delete, history.
+
+Knows nothing about HTTP or Lambda: it takes parsed resources and raises FhirError with the
+status the spec prescribes; the API layer turns results into responses.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fhirlake.fhir.instant import after, now_instant
+from fhirlake.fhir.outcome import FhirError
+from fhirlake.fhir.types import is_resource_type, is_valid_id
+from fhirlake.persistence import HistoryPage, Method, ResourceStore, StoredVersion, VersionConflict
+from fhirlake.validation import Validator
+
+# Writers that did not ask for a specific version (no If-Match) retry against the newer
+# version this many times before giving up with 409.
+MAX_WRITE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    version: StoredVersion
+    created: bool  # True when no live version existed before (201 rather than 200)
+
+
+class ResourceService:
+    def __init__(
+        self,
+        store: ResourceStore,
+        validator: Validator,
+        clock: Callable[[], str] = now_instant,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._store = store
+        self._validator = validator
+        self._clock = clock
+        self._new_id = new_id
+
+    # -- reads --------------------------------------------------------------------------
+    def read(self, resource_type: str, resource_id: str) -> StoredVersion:
+        check_type(resource_type)
+        current = self._store.current(resource_type, resource_id) if is_valid_id(resource_id) else None
+        if current is None:
+            raise FhirError.of(404, "not-found", f"{resource_type}/{resource_id} is not known")
+        if current.deleted:
+            raise gone(current)
+        return current
+
+    def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredVersion:
+        check_type(resource_type)
+        version = None
+        if is_valid_id(resource_id) and version_id.isdigit() and len(version_id) <= 10:
+            version = self._store.version(resource_type, resource_id, int(version_id))
+        if version is None:
+            raise FhirError.of(404, "not-found", f"{resource_type}/{resource_id} has no version {version_id}")
+        if version.deleted:
+            raise gone(version)
+        return version
+
+    def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        *,
+        count: int,
+        since: str | None,
+        cursor: str | None,
+    ) -> HistoryPage:
+        if resource_type is not None:
+            check_type(resource_type)
+        if resource_id is not None and not is_valid_id(resource_id):
+            raise FhirError.of(404, "not-found", f"{resource_type}/{resource_id} is not known")
+        return self._store.history(resource_type, resource_id, count=count, since=since, cursor=cursor)
+
+    # -- writes -------------------------------------------------------------------------
+    def create(self, resource_type: str, resource: Any) -> WriteResult:
+        check_type(resource_type)
+        self._validate(resource, resource_type)
+        # R4 http.html#create: an id in the body is ignored; the server assigns one.
+        version = self._stamp(resource_type, self._new_id(), resource, 1, self._clock(), "POST")
+        try:
+            self._store.put(version)
+        except VersionConflict:  # an id collision: astronomically unlikely with uuid4
+            raise FhirError.of(409, "conflict", "Id collision; retry the create") from None
+        return WriteResult(version, created=True)
+
+    def update(self, resource_type: str, resource_id: str, resource: Any, if_match: str | None) -> WriteResult:
+        check_type(resource_type)
+        if not is_valid_id(resource_id):
+            raise FhirError.of(400, "value", "The id in the URL is not a valid FHIR id", f"{resource_type}.id")
+        if isinstance(resource, dict) and resource.get("id") != resource_id:
+            raise FhirError.of(
+                400, "invalid", "The resource id must be present and equal to the id in the URL",
+                f"{resource_type}.id",
+            )
+        self._validate(resource, resource_type)
+        expected = parse_etag(if_match) if if_match is not None else None
+        return self._write(resource_type, resource_id, expected, lambda vid, lu: self._stamp(
+            resource_type, resource_id, resource, vid, lu, "PUT"))
+
+    def delete(self, resource_type: str, resource_id: str, if_match: str | None) -> StoredVersion | None:
+        """Write a tombstone; returns it, the earlier tombstone, or None if the resource never existed."""
+        check_type(resource_type)
+        if not is_valid_id(resource_id):
+            return None
+        expected = parse_etag(if_match) if if_match is not None else None
+        current = self._store.current(resource_type, resource_id)
+        if current is None or current.deleted:
+            if expected is not None and (current is None or current.version_id != expected):
+                raise precondition_failed(resource_type, resource_id)
+            return current  # idempotent: nothing (more) to delete
+        return self._write(resource_type, resource_id, expected, lambda vid, lu: StoredVersion(
+            resource_type, resource_id, vid, lu, "DELETE", None)).version
+
+    def _write(
+        self,
+        resource_type: str,
+        resource_id: str,
+        expected: int | None,
+        make: Callable[[int, str], StoredVersion],
+    ) -> WriteResult:
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            current = self._store.current(resource_type, resource_id)
+            if expected is not None and (current is None or current.version_id != expected):
+                raise precondition_failed(resource_type, resource_id)
+            version_id = current.version_id + 1 if current else 1
+            last_updated = after(current.last_updated, self._clock()) if current else self._clock()
+            version = make(version_id, last_updated)
+            try:
+                self._store.put(version)
+            except VersionConflict:
+                if expected is not None:
+                    raise precondition_failed(resource_type, resource_id) from None
+                continue  # a concurrent writer won; apply ours on top of theirs
+            return WriteResult(version, created=current is None or current.deleted)
+        raise FhirError.of(409, "conflict", f"{resource_type}/{resource_id} is being updated concurrently; retry")
+
+    def _validate(self, resource: Any, resource_type: str) -> None:
+        issues = self._validator.validate(resource, expected_type=resource_type)
+        if any(i.is_error for i in issues):
+            raise FhirError(400, issues)
+
+    @staticmethod
+    def _stamp(
+        resource_type: str, resource_id: str, resource: dict[str, Any], version_id: int, last_updated: str,
+        method: Method,
+    ) -> StoredVersion:
+        previous_meta = resource.get("meta")
+        meta = {**(previous_meta if isinstance(previous_meta, dict) else {}), "versionId": str(version_id), "lastUpdated": last_updated}
+        body = {"resourceType": resource_type, "id": resource_id, "meta": meta}
+        body.update((k, v) for k, v in resource.items() if k not in body)
+        return StoredVersion(resource_type, resource_id, version_id, last_updated, method, body)
+
+
+def check_type(resource_type: str) -> None:
+    if not is_resource_type(resource_type):
+        raise FhirError.of(404, "not-supported", f"Unknown resource type '{resource_type}'")
+
+
+def gone(version: StoredVersion) -> FhirError:
+    return FhirError(
+        410,
+        FhirError.of(410, "deleted", f"{version.resource_type}/{version.id} was deleted").issues,
+        headers={"ETag": f'W/"{version.version_id}"'},
+    )
+
+
+def precondition_failed(resource_type: str, resource_id: str) -> FhirError:
+    return FhirError.of(
+        412, "conflict", f"If-Match does not name the current version of {resource_type}/{resource_id}"
+    )
+
+
+def parse_etag(value: str) -> int:
+    """Accept W/"3", "3" and 3 (clients differ); anything else cannot match a version."""
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit() or len(text) > 10:
+        raise FhirError.of(412, "conflict", "If-Match must be a version ETag such as W/\"3\"")
+    return int(text)

@@ -1,0 +1,129 @@
+"""The resources fhirlake runs on, declared once.
+
+Both the CDK constructs (``infra/``) and the local runtime (``fhirlake.local``) read these
+declarations, so the table keys, indexes, bucket roles and queue wiring cannot drift apart
+between the cloud and a laptop. Nothing here talks to AWS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+KeyType = Literal["S", "N", "B"]
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: KeyType = "S"
+
+
+@dataclass(frozen=True)
+class GlobalIndex:
+    name: str
+    partition: Key
+    sort: Key
+    # KEYS_ONLY keeps index writes at 1 WCU; readers fetch bodies with BatchGetItem.
+    projection: Literal["KEYS_ONLY", "ALL"] = "KEYS_ONLY"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    env_var: str
+    local_name: str
+    partition: Key
+    sort: Key
+    indexes: tuple[GlobalIndex, ...] = ()
+    stream: Literal["NEW_AND_OLD_IMAGES", "NEW_IMAGE"] | None = "NEW_AND_OLD_IMAGES"
+    ttl_attribute: str | None = None
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    role: str
+    env_var: str
+    local_name: str
+    purpose: str
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    role: str
+    env_var: str
+    local_name: str
+    purpose: str
+    visibility_timeout_seconds: int = 900
+    max_receive_count: int = 5
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    role: str
+    handler: str  # "module.function" inside the functions/ asset
+    purpose: str
+    # What invokes it: "http" (API Gateway), "queue:<role>" (SQS event source) or "stream" (table stream).
+    trigger: str
+    memory_mb: int = 1024
+    timeout_seconds: int = 29
+    env: tuple[str, ...] = field(default_factory=tuple)
+
+
+# ---------------------------------------------------------------------------
+# DynamoDB: one table holds every version, the history indexes and (later) search entries.
+# Key design: docs/architecture.md.
+# ---------------------------------------------------------------------------
+TYPE_HISTORY_INDEX = GlobalIndex("type-history", Key("gsi1pk"), Key("gsi1sk"))
+SYSTEM_HISTORY_INDEX = GlobalIndex("system-history", Key("gsi2pk"), Key("gsi2sk"))
+# System history is write-sharded so a busy tenant never funnels every write into one
+# index partition; readers query all shards and merge (the sort keys share one format).
+SYSTEM_HISTORY_SHARDS = 8
+
+RESOURCE_TABLE = TableSpec(
+    env_var="FHIRLAKE_TABLE",
+    local_name="fhirlake-resources",
+    partition=Key("pk"),
+    sort=Key("sk"),
+    indexes=(TYPE_HISTORY_INDEX, SYSTEM_HISTORY_INDEX),
+    stream="NEW_AND_OLD_IMAGES",
+)
+
+# ---------------------------------------------------------------------------
+# S3 buckets, by role.
+# ---------------------------------------------------------------------------
+LANDING_BUCKET = BucketSpec("landing", "FHIRLAKE_LANDING_BUCKET", "fhirlake-landing",
+                            "Drop NDJSON / Bundle files here to import them.")
+BLOB_BUCKET = BucketSpec("blobs", "FHIRLAKE_BLOB_BUCKET", "fhirlake-blobs",
+                         "Bodies of resource versions too large for a DynamoDB item.")
+RESULTS_BUCKET = BucketSpec("results", "FHIRLAKE_RESULTS_BUCKET", "fhirlake-results",
+                            "Import job manifests, SUCCESS and FAILURE reports.")
+LAKE_BUCKET = BucketSpec("lake", "FHIRLAKE_LAKE_BUCKET", "fhirlake-lake",
+                         "Analytics lake: one table per resource type, queried by Athena.")
+BUCKETS = (LANDING_BUCKET, BLOB_BUCKET, RESULTS_BUCKET, LAKE_BUCKET)
+
+# ---------------------------------------------------------------------------
+# Queues.
+# ---------------------------------------------------------------------------
+IMPORT_QUEUE = QueueSpec("import", "FHIRLAKE_IMPORT_QUEUE_URL", "fhirlake-import",
+                         "S3 ObjectCreated notifications of the landing bucket, and import chunks.")
+QUEUES = (IMPORT_QUEUE,)
+
+# ---------------------------------------------------------------------------
+# Lambda functions (thin handlers in functions/handlers/).
+# ---------------------------------------------------------------------------
+API_FUNCTION = FunctionSpec(
+    role="api",
+    handler="handlers.api.handler",
+    purpose="FHIR REST API behind API Gateway.",
+    trigger="http",
+    memory_mb=1769,  # one full vCPU: validation is CPU-bound
+    timeout_seconds=29,  # API Gateway's integration limit
+    env=(RESOURCE_TABLE.env_var, BLOB_BUCKET.env_var),
+)
+FUNCTIONS = (API_FUNCTION,)
+
+# Non-resource settings read from the environment (see fhirlake.config).
+ENV_TENANT = "FHIRLAKE_TENANT"
+ENV_VALIDATION_LEVEL = "FHIRLAKE_VALIDATION_LEVEL"
+ENV_MAX_BODY_BYTES = "FHIRLAKE_MAX_BODY_BYTES"
+ENV_BASE_URL = "FHIRLAKE_BASE_URL"

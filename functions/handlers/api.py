@@ -1,0 +1,66 @@
+"""Lambda entry point of the FHIR REST API (API Gateway REST proxy integration).
+
+A thin adapter: event -> Request -> FhirApi -> proxy result. Logs an audit record per request
+(who, which interaction, which resource, outcome) and never the body or query string (PHI).
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+
+from fhirlake.api.apigw import request_from_event, result_from_response
+from fhirlake.api.http import Request, json_response
+from fhirlake.bootstrap import build_api
+from fhirlake.config import Settings
+from fhirlake.fhir.outcome import FhirError
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+_settings = Settings.from_env()
+_api = build_api(_settings)  # at init: connections and validator tables are reused across invocations
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    request = request_from_event(event, _settings.base_url)
+    try:
+        response = _api.handle(request)
+    except Exception as exc:  # a bug: answer 500 with an OperationOutcome, log no PHI
+        logger.error("unhandled error", extra={"error_type": type(exc).__name__,
+                                               "trace": traceback.format_tb(exc.__traceback__)})
+        response = json_response(request, 500, FhirError.of(
+            500, "exception", f"Internal error; quote request id {_request_id(event)}").outcome())
+    _audit(event, request, response.status)
+    metrics.add_metric(name=f"Status{response.status // 100}xx", unit=MetricUnit.Count, value=1)
+    return result_from_response(response)
+
+
+def _request_id(event: dict[str, Any]) -> str:
+    return (event.get("requestContext") or {}).get("requestId", "unknown")
+
+
+def _audit(event: dict[str, Any], request: Request, status: int) -> None:
+    identity = (event.get("requestContext") or {}).get("identity") or {}
+    parts = request.path.strip("/").split("/")
+    logger.info(
+        "audit",
+        extra={
+            "audit": {
+                "principal": identity.get("userArn") or identity.get("caller") or "anonymous",
+                "source_ip": identity.get("sourceIp"),
+                "method": request.method,
+                "resource_type": parts[0] if parts and parts[0] else None,
+                "resource_id": parts[1] if len(parts) > 1 and not parts[1].startswith(("_", "$")) else None,
+                "status": status,
+            }
+        },
+    )

@@ -1,0 +1,36 @@
+"""Extract what fhirlake needs at run time from the official R4 core package.
+
+Source: hl7.fhir.r4.core-4.0.1.tgz (HL7 FHIR R4 4.0.1, CC0-1.0), see ../shared/data/SOURCES.md.
+Output goes to functions/fhirlake/data/r4/ and is committed, so the product never reads
+../shared at run time. Re-run after changing what is extracted:
+
+    .venv/bin/python scripts/extract_spec_data.py ../shared/data/spec/r4/hl7.fhir.r4.core-4.0.1.tgz
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent.parent / "functions" / "fhirlake" / "data" / "r4"
+
+
+def main(tgz_path: str) -> None:
+    with tarfile.open(tgz_path) as tgz:
+        types = []
+        for member in tgz.getmembers():
+            name = member.name
+            if not (name.startswith("package/StructureDefinition-") and name.endswith(".json")):
+                continue
+            sd = json.load(tgz.extractfile(member))
+            if sd.get("kind") == "resource" and sd.get("derivation") == "specialization" and not sd.get("abstract"):
+                types.append(sd["type"])
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "resource-types.json").write_text(json.dumps(sorted(types), indent=0) + "\n")
+    print(f"{len(types)} resource types -> {OUT / 'resource-types.json'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/spec/r4/hl7.fhir.r4.core-4.0.1.tgz")
