@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from cdk_nag import NagPackSuppression, NagSuppressions
+from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import IConstruct
 
 RuleReason = tuple[str, str] | tuple[str, str, Iterable[Any]]
@@ -23,6 +23,6 @@ def suppress(construct: IConstruct, *rules: RuleReason, children: bool = False) 
     NagSuppressions.add_resource_suppressions(construct, suppressions, apply_to_children=children)
 
 
-def regex(pattern: str) -> dict[str, str]:
+def regex(pattern: str) -> RegexAppliesTo:
     """A granular ``appliesTo`` entry matching findings like ``Resource::<Table.Arn>/index/*``."""
-    return {"regex": f"/{pattern}/g"}
+    return RegexAppliesTo(regex=f"/{pattern}/g")

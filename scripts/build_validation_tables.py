@@ -199,8 +199,9 @@ def compile_sd(sd: dict[str, Any], expander: Expander, used_vs: set[str]) -> dic
         types = [type_code(t) for t in e.get("type", [])]
         if name.endswith("[x]"):
             base = name[:-3]
-            for t in types:
-                props.append([base + upper_first(t), e["min"], max_, t, vs, base])
+            for t, raw in zip(types, e["type"], strict=True):
+                json_name = base + upper_first(t if raw["code"] in SYSTEM_TYPES else raw["code"])
+                props.append([json_name, e["min"], max_, t, vs, base])
             continue
         (t,) = types
         if path in node_paths:  # backbone element / Element with children

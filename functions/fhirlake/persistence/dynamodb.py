@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import heapq
+import re
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 
+import orjson
 from botocore.exceptions import ClientError
 
 from fhirlake.fhir import json as fhir_json
@@ -21,17 +23,26 @@ from fhirlake.topology import SYSTEM_HISTORY_INDEX, SYSTEM_HISTORY_SHARDS, TYPE_
 MAX_INLINE_BODY_BYTES = 350 * 1024
 BODY_ENCODING = "zlib+json"
 _BATCH_GET_LIMIT = 100
+# A version sort key, or an index sort key starting with a stored lastUpdated instant.
+_POSITION = re.compile(r"v#\d{10}|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z#[A-Za-z0-9\-.#]+")
 
 
-def _encode_cursor(position: str) -> str:
-    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+def _encode_cursor(scope: str, position: str) -> str:
+    token = orjson.dumps({"scope": scope, "after": position})
+    return base64.urlsafe_b64encode(token).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> str:
+def _decode_cursor(scope: str, cursor: str) -> str:
+    """The position inside a cursor issued for the same history scope, else InvalidCursor."""
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
+        token = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
         raise InvalidCursor from None
+    if not isinstance(token, dict) or token.get("scope") != scope or not isinstance(token.get("after"), str):
+        raise InvalidCursor
+    if not _POSITION.fullmatch(token["after"]):
+        raise InvalidCursor
+    return token["after"]
 
 
 class InvalidCursor(ValueError):
@@ -148,9 +159,10 @@ class DynamoResourceStore:
         since: str | None = None,
         cursor: str | None = None,
     ) -> HistoryPage:
-        position = _decode_cursor(cursor) if cursor else None
+        scope = f"{resource_type or '*'}/{resource_id or '*'}"
+        position = _decode_cursor(scope, cursor) if cursor else None
         if resource_type and resource_id:
-            return self._instance_history(resource_type, resource_id, count, since, position)
+            return self._instance_history(resource_type, resource_id, count, since, position, scope)
         if resource_type:
             index_keys = self._index_page(
                 TYPE_HISTORY_INDEX.name, "gsi1pk", "gsi1sk",
@@ -164,11 +176,12 @@ class DynamoResourceStore:
             )
         page = index_keys[:count]
         versions = self._batch_get([k for _, k in page])
-        next_cursor = _encode_cursor(page[-1][0]) if len(index_keys) > count else None
+        next_cursor = _encode_cursor(scope, page[-1][0]) if len(index_keys) > count else None
         return HistoryPage(versions, next_cursor)
 
     def _instance_history(
-        self, resource_type: str, resource_id: str, count: int, since: str | None, position: str | None
+        self, resource_type: str, resource_id: str, count: int, since: str | None, position: str | None,
+        scope: str,
     ) -> HistoryPage:
         upper = position or keys.LAST_VERSION_KEY
         resp = self._ddb.query(
@@ -190,7 +203,7 @@ class DynamoResourceStore:
         page = items[:count]
         more = len(items) > count
         return HistoryPage(
-            [self._from_item(i) for i in page], _encode_cursor(page[-1]["sk"]["S"]) if more else None
+            [self._from_item(i) for i in page], _encode_cursor(scope, page[-1]["sk"]["S"]) if more else None
         )
 
     def _index_page(

@@ -1,35 +1,493 @@
-"""PLACEHOLDER engine: only the `minimal` checks, at every level.
+"""The R4 validator: a walk over parsed JSON driven by precomputed per-type element tables.
 
-Being replaced by the strict R4 validator (issue 3). Keep `build_validator(level) -> Validator`.
+Tables (``fhirlake/data/r4/validation/*.json``, made by ``scripts/build_validation_tables.py`` from the
+official R4 core package) are loaded lazily per resource type and compiled once into :class:`Node`
+objects: a dict from JSON property name to :class:`Prop` (cardinality, type, primitive checker,
+required binding, choice group, invariants). Validation is then dict lookups and precompiled regexes,
+no model classes.
+
+Levels: ``minimal`` (object, resourceType, id), ``structure-only`` (+ every element: unknown
+elements, cardinality, types, primitive formats, primitive extensions, inline resources) and
+``strict`` (+ required bindings that the spec enumerates, and error-severity invariants).
+
+Expressions are FHIRPath locations with an index on every array item (``Observation.component[1]
+.valueQuantity.value``); choice elements are named by their JSON name (``valueQuantity``). Missing
+required elements are reported on the parent, like the HL7 validator. Diagnostics name the element
+and the rule, never a value.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
+import orjson
+
 from fhirlake.fhir.outcome import Issue, error
-from fhirlake.fhir.types import is_resource_type, is_valid_id
+from fhirlake.fhir.types import is_valid_id, resource_types
 from fhirlake.validation import ValidationLevel
+from fhirlake.validation.primitives import CHECKERS, URI_LIKE, Checker
+
+_TABLES = resources.files("fhirlake") / "data" / "r4" / "validation"
+
+PRIM, COMPLEX, RESOURCE = 0, 1, 2
+
+
+class Prop:
+    """One JSON property of an object-shaped element."""
+
+    __slots__ = ("check", "choice", "cons", "kind", "many", "max", "min", "name", "node", "type", "uri", "vs")
+
+    def __init__(self, name: str, min_: int, max_: int, type_: str, vs: str | None, choice: str | None):
+        self.name = name
+        self.min = min_
+        self.max = max_
+        self.many = max_ != 1
+        self.type = type_
+        self.vs = vs
+        self.choice = choice
+        self.node: Node | None = None
+        self.cons: list[Any] = []
+        self.check: Checker | None = CHECKERS.get(type_)
+        self.uri = type_ in URI_LIKE
+        if self.check is not None:
+            self.kind = PRIM
+        elif type_ == "Resource":
+            self.kind = RESOURCE
+        else:
+            self.kind = COMPLEX
+
+
+class Node:
+    """An object-shaped element (a type root or a backbone element)."""
+
+    __slots__ = ("cons", "is_resource", "path", "props", "required")
+
+    def __init__(self, path: str, is_resource: bool = False):
+        self.path = path
+        self.is_resource = is_resource
+        self.props: dict[str, Prop] = {}
+        self.required: list[tuple[str, tuple[str, ...]]] = []
+        self.cons: list[Any] = []
+
+
+class Registry:
+    """Lazily loaded, compiled element tables (shared by every validator instance)."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+        self.loaded: set[str] = set()
+        self._valuesets: dict[str, tuple[frozenset[str], dict[str, frozenset[str]]]] | None = None
+        self._datatypes_loaded = False
+
+    # -- tables -----------------------------------------------------------------------------------
+    def _compile(self, table: dict[str, Any], is_resource: bool) -> None:
+        from fhirlake.validation.invariants import compile_invariant
+
+        root = table["type"]
+        constraints = table.get("constraints", {})
+        for path, props in table["nodes"].items():
+            node = Node(path, is_resource=is_resource and path == root)
+            required: dict[str, list[str]] = {}
+            for name, min_, max_, type_, vs, choice in props:
+                if path == "Reference" and name == "reference":
+                    type_ = "reference"
+                prop = Prop(name, min_, max_, type_, vs, choice)
+                node.props[name] = prop
+                if min_ > 0:
+                    label = (choice + "[x]") if choice else name
+                    keys = required.setdefault(label, [])
+                    keys.append(name)
+                    if prop.kind == PRIM:
+                        keys.append("_" + name)
+                leaf = constraints.get(f"{path}.{choice}[x]" if choice else f"{path}.{name}")
+                if leaf:
+                    prop.cons = _compiled(compile_invariant(k, h, x, f"{path}.{name}") for k, h, x in leaf)
+            node.required = [(label, tuple(keys)) for label, keys in required.items()]
+            node.cons = _compiled(compile_invariant(k, h, x, path) for k, h, x in constraints.get(path, []))
+            self.nodes[path] = node
+
+    def _load_datatypes(self) -> None:
+        if self._datatypes_loaded:
+            return
+        self._datatypes_loaded = True
+        data = orjson.loads((_TABLES / "datatypes.json").read_bytes())
+        for table in data.values():
+            self._compile(table, is_resource=False)
+
+    def resource_node(self, rtype: str) -> Node:
+        node = self.nodes.get(rtype)
+        if node is None:
+            table = orjson.loads((_TABLES / f"{rtype}.json").read_bytes())
+            self._compile(table, is_resource=True)
+            node = self.nodes[rtype]
+        return node
+
+    def node_for(self, prop: Prop) -> Node:
+        node = prop.node
+        if node is None:
+            t = prop.type
+            if t[0] == "#":
+                t = t[1:]
+                node = self.nodes.get(t)
+                if node is None:  # contentReference into another file cannot happen in R4 core
+                    self.resource_node(t.split(".", 1)[0])
+                    node = self.nodes[t]
+            else:
+                node = self.nodes.get(t)
+                if node is None:
+                    self._load_datatypes()
+                    node = self.nodes[t]
+            prop.node = node
+        return node
+
+    def valueset(self, url: str) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
+        if self._valuesets is None:
+            raw = orjson.loads((_TABLES / "valuesets.json").read_bytes())
+            vs: dict[str, tuple[frozenset[str], dict[str, frozenset[str]]]] = {}
+            for u, systems in raw.items():
+                by_system = {s: frozenset(c) for s, c in systems.items()}
+                vs[u] = (frozenset(c for codes in systems.values() for c in codes), by_system)
+            self._valuesets = vs
+        return self._valuesets[url]
+
+
+REGISTRY = Registry()
+
+
+def _compiled(invariants: Any) -> list[Any]:
+    return [i for i in invariants if i is not None]
 
 
 @dataclass
-class MinimalValidator:
+class ResourceContext:
+    """Per-resource state for rules spanning the resource (dom-3, ref-1, %resource)."""
+
+    resource: dict[str, Any]
+    root: dict[str, Any]
+    local_refs: list[tuple[str, str]] = field(default_factory=list)  # ('#id', expression)
+
+
+class Run:
+    """One validation call: issues plus the walk."""
+
+    __slots__ = ("issues", "rc", "reg", "strict")
+
+    def __init__(self, strict: bool) -> None:
+        self.issues: list[Issue] = []
+        self.strict = strict
+        self.reg = REGISTRY
+        self.rc: ResourceContext | None = None
+
+    def err(self, code: str, diagnostics: str, expression: str) -> None:
+        self.issues.append(error(code, diagnostics, expression))
+
+    # -- resources ----------------------------------------------------------------------------------
+    def resource(self, res: Any, path: str, contained: bool) -> None:
+        if type(res) is not dict:
+            self.err("structure", "A resource must be a JSON object", path)
+            return
+        rtype = res.get("resourceType")
+        if type(rtype) is not str or rtype not in resource_types():
+            self.err("structure", "resourceType is missing or not an R4 resource type", path)
+            return
+        rid = res.get("id")
+        if rid is not None and not is_valid_id(rid):
+            self.err("value", "Invalid resource id (1-64 of A-Z a-z 0-9 - .)", f"{path}.id")
+        node = self.reg.resource_node(rtype)
+        parent = self.rc
+        rc = ResourceContext(res, parent.root if (contained and parent) else res)
+        self.rc = rc
+        try:
+            self.obj(res, node, path)
+        finally:
+            self.rc = parent
+        if contained and parent is not None:
+            parent.local_refs.extend(rc.local_refs)
+            if self.strict:
+                self.contained_rules(res, path)
+        elif self.strict:
+            self.resource_rules(res, rc, path)
+
+    def contained_rules(self, res: dict[str, Any], path: str) -> None:
+        """dom-2, dom-4, dom-5 (evaluated natively, on the contained resource)."""
+        if "contained" in res:
+            self.err("invariant", "Constraint failed: dom-2: If the resource is contained in another resource, "
+                     "it SHALL NOT contain nested Resources", path)
+        meta = res.get("meta")
+        if type(meta) is dict:
+            if "versionId" in meta or "lastUpdated" in meta:
+                self.err("invariant", "Constraint failed: dom-4: If a resource is contained in another resource, "
+                         "it SHALL NOT have a meta.versionId or a meta.lastUpdated", path)
+            if "security" in meta:
+                self.err("invariant", "Constraint failed: dom-5: If a resource is contained in another resource, "
+                         "it SHALL NOT have a security label", path)
+
+    def resource_rules(self, res: dict[str, Any], rc: ResourceContext, path: str) -> None:
+        """dom-3 and ref-1 for a root resource (top level, or a Bundle/Parameters entry)."""
+        contained = res.get("contained")
+        ids: set[str] = set()
+        if type(contained) is list:
+            for c in contained:
+                if type(c) is dict and type(c.get("id")) is str:
+                    ids.add(c["id"])
+        for ref, expr in rc.local_refs:
+            if ref != "#" and ref[1:] not in ids:
+                self.err("invariant", "Constraint failed: ref-1: SHALL have a contained resource if a local "
+                         "reference is provided", expr)
+        if type(contained) is list and contained:
+            refs = {r for r, _ in rc.local_refs}
+            for i, c in enumerate(contained):
+                if type(c) is not dict:
+                    continue
+                cid = c.get("id")
+                if type(cid) is str and "#" + cid in refs:
+                    continue
+                if _refers_to_container(c):
+                    continue
+                self.err("invariant", "Constraint failed: dom-3: If the resource is contained in another resource, "
+                         "it SHALL be referred to from elsewhere in the resource or SHALL refer to the containing "
+                         "resource", f"{path}.contained[{i}]")
+
+    # -- objects ---------------------------------------------------------------------------------------
+    def obj(self, obj: dict[str, Any], node: Node, path: str) -> None:
+        props = node.props
+        if not obj:
+            self.err("invalid", "Object must have content (ele-1)", path)
+            return
+        choices: dict[str, str] | None = None
+        for key, val in obj.items():
+            p = props.get(key)
+            if p is None:
+                if key[:1] == "_":
+                    self.prim_ext(obj, key, val, node, path)
+                elif key == "resourceType" and node.is_resource:
+                    pass
+                else:
+                    self.err("structure", f"Unknown element '{key[:64]}'", f"{path}.{key[:64]}")
+                continue
+            if p.choice is not None:
+                if choices is None:
+                    choices = {p.choice: key}
+                elif p.choice in choices:
+                    self.err("structure", f"Only one of {p.choice}[x] may be present", f"{path}.{key}")
+                else:
+                    choices[p.choice] = key
+            if type(val) is list:
+                if not p.many:
+                    self.err("structure", "Must be a single value, not an array", f"{path}.{key}")
+                    continue
+                if not val:
+                    self.err("invalid", "Array cannot be empty - the property should not be present if it has "
+                             "no values", f"{path}.{key}")
+                    continue
+                if p.max > 1 and len(val) > p.max:
+                    self.err("structure", f"Too many items (max {p.max})", f"{path}.{key}")
+                kind = p.kind
+                if kind == PRIM:
+                    ext = obj.get("_" + key)
+                    check = p.check
+                    for i, v in enumerate(val):
+                        if v is None:
+                            if not (type(ext) is list and i < len(ext) and ext[i] is not None):
+                                self.err("invalid", "null is only allowed in an array aligned with an extension",
+                                         f"{path}.{key}[{i}]")
+                            continue
+                        msg = check(v)
+                        if msg is not None:
+                            self.err("value", msg, f"{path}.{key}[{i}]")
+                        elif p.vs is not None and self.strict:
+                            self.code_binding(v, p, f"{path}.{key}[{i}]")
+                        if p.uri and v[:1] == "#" and self.rc is not None:
+                            self.rc.local_refs.append((v, f"{path}.{key}[{i}]"))
+                        if p.cons and self.strict:
+                            self.invariants(v, p.cons, f"{path}.{key}[{i}]")
+                elif kind == COMPLEX:
+                    child = p.node or self.reg.node_for(p)
+                    for i, v in enumerate(val):
+                        sub = f"{path}.{key}[{i}]"
+                        if type(v) is dict:
+                            self.obj(v, child, sub)
+                            if p.vs is not None and self.strict:
+                                self.coding_binding(v, p, sub)
+                            if p.cons and self.strict:
+                                self.invariants(v, p.cons, sub)
+                        else:
+                            self.err("structure", "Must be a JSON object", sub)
+                else:
+                    for i, v in enumerate(val):
+                        self.resource(v, f"{path}.{key}[{i}]", contained=key == "contained")
+                continue
+            if p.many and val is not None:
+                self.err("structure", "Must be an array", f"{path}.{key}")
+                continue
+            kind = p.kind
+            if kind == PRIM:
+                msg = p.check(val) if val is not None else "null is not a valid value"
+                if msg is not None:
+                    self.err("value", msg, f"{path}.{key}")
+                    continue
+                if p.vs is not None and self.strict:
+                    self.code_binding(val, p, f"{path}.{key}")
+                if p.uri and val[:1] == "#" and self.rc is not None:
+                    self.rc.local_refs.append((val, f"{path}.{key}"))
+                if p.cons and self.strict:
+                    self.invariants(val, p.cons, f"{path}.{key}")
+            elif kind == COMPLEX:
+                sub = f"{path}.{key}"
+                if type(val) is dict:
+                    self.obj(val, p.node or self.reg.node_for(p), sub)
+                    if p.vs is not None and self.strict:
+                        self.coding_binding(val, p, sub)
+                    if p.cons and self.strict:
+                        self.invariants(val, p.cons, sub)
+                else:
+                    self.err("structure", "Must be a JSON object", sub)
+            else:
+                self.resource(val, f"{path}.{key}", contained=False)
+        for label, keys in node.required:
+            for k in keys:
+                if k in obj:
+                    break
+            else:
+                self.err("required", f"Missing required element {label} (minimum cardinality 1)", path)
+        if node.cons and self.strict:
+            self.invariants(obj, node.cons, path)
+
+    def prim_ext(self, obj: dict[str, Any], key: str, val: Any, node: Node, path: str) -> None:
+        """``_name``: id/extension of a primitive, an object or an array aligned with the values."""
+        name = key[1:]
+        p = node.props.get(name)
+        where = f"{path}.{name}"
+        if p is None or p.kind != PRIM:
+            self.err("structure", f"Unknown element '{key[:64]}'", f"{path}.{key[:64]}")
+            return
+        if p.many:
+            if type(val) is not list:
+                self.err("structure", "Must be an array (aligned with the primitive values)", where)
+                return
+            base = obj.get(name)
+            if base is not None and (type(base) is not list or len(base) != len(val)):
+                self.err("structure", "The extension array must have the same length as the value array", where)
+            if not val:
+                self.err("invalid", "Array cannot be empty", where)
+            for i, v in enumerate(val):
+                if v is not None:
+                    self.element_ext(v, f"{where}[{i}]")
+        else:
+            if type(val) is list:
+                self.err("structure", "Must be a single value, not an array", where)
+                return
+            self.element_ext(val, where)
+
+    def element_ext(self, val: Any, where: str) -> None:
+        if type(val) is not dict:
+            self.err("structure", "Primitive extension must be a JSON object", where)
+            return
+        if not val:
+            self.err("invalid", "Object must have content (ele-1)", where)
+            return
+        for k in val:
+            if k not in ("id", "extension"):
+                self.err("invalid", f"The property '{k[:64]}' is invalid in a primitive's extension object", where)
+        if "id" in val:
+            msg = CHECKERS["string"](val["id"])
+            if msg:
+                self.err("value", msg, f"{where}.id")
+        if "extension" in val:
+            ext_node = self.reg.node_for(_EXTENSION_PROP)
+            exts = val["extension"]
+            if type(exts) is not list:
+                self.err("structure", "Must be an array", f"{where}.extension")
+            elif not exts:
+                self.err("invalid", "Array cannot be empty", f"{where}.extension")
+            else:
+                for i, e in enumerate(exts):
+                    if type(e) is dict:
+                        self.obj(e, ext_node, f"{where}.extension[{i}]")
+                    else:
+                        self.err("structure", "Must be a JSON object", f"{where}.extension[{i}]")
+
+    # -- terminology ----------------------------------------------------------------------------------
+    def code_binding(self, value: str, p: Prop, path: str) -> None:
+        codes, _ = self.reg.valueset(p.vs)  # type: ignore[arg-type]
+        if value not in codes:
+            self.err("code-invalid", f"Code is not in the required value set {p.vs}", path)
+
+    def coding_binding(self, value: dict[str, Any], p: Prop, path: str) -> None:
+        codes, systems = self.reg.valueset(p.vs)  # type: ignore[arg-type]
+        codings = value.get("coding") if p.type == "CodeableConcept" else [value]
+        if type(codings) is not list:
+            return
+        seen = False
+        for c in codings:
+            if type(c) is not dict:
+                continue
+            code = c.get("code")
+            if type(code) is not str:
+                continue
+            seen = True
+            system = c.get("system")
+            if system is None:
+                if code in codes:
+                    return
+            elif code in systems.get(system, ()):
+                return
+        if seen:
+            self.err("code-invalid", f"Code is not in the required value set {p.vs}", path)
+
+    # -- invariants -----------------------------------------------------------------------------------
+    def invariants(self, value: Any, cons: list[Any], path: str) -> None:
+        for inv in cons:
+            if inv.fails(value, self.rc):
+                self.err("invariant", f"Constraint failed: {inv.key}: {inv.human}", path)
+
+
+_EXTENSION_PROP = Prop("extension", 0, -1, "Extension", None, None)
+
+
+def _refers_to_container(res: dict[str, Any]) -> bool:
+    """dom-3's second branch: the contained resource has a reference to '#' (its container)."""
+    stack: list[Any] = [res]
+    while stack:
+        v = stack.pop()
+        if type(v) is dict:
+            if v.get("reference") == "#":
+                return True
+            stack.extend(v.values())
+        elif type(v) is list:
+            stack.extend(v)
+        elif v == "#":
+            return True
+    return False
+
+
+@dataclass
+class R4Validator:
     level: ValidationLevel
 
     def validate(self, resource: Any, expected_type: str | None = None) -> list[Issue]:
         if not isinstance(resource, dict):
             return [error("structure", "A resource must be a JSON object")]
         rtype = resource.get("resourceType")
-        if not isinstance(rtype, str) or not is_resource_type(rtype):
+        if not isinstance(rtype, str) or rtype not in resource_types():
             return [error("structure", "resourceType is missing or not an R4 resource type", "resourceType")]
         issues: list[Issue] = []
         if expected_type and rtype != expected_type:
             issues.append(error("invalid", f"Expected a {expected_type} resource, got {rtype}", "resourceType"))
-        if "id" in resource and not is_valid_id(resource["id"]):
-            issues.append(error("value", "Invalid resource id (1-64 of A-Z a-z 0-9 - .)", f"{rtype}.id"))
+        if self.level is ValidationLevel.MINIMAL:
+            if "id" in resource and not is_valid_id(resource["id"]):
+                issues.append(error("value", "Invalid resource id (1-64 of A-Z a-z 0-9 - .)", f"{rtype}.id"))
+            return issues
+        run = Run(strict=self.level is ValidationLevel.STRICT)
+        try:
+            run.resource(resource, rtype, contained=False)
+        except RecursionError:
+            run.err("structure", "Resource is nested too deeply", rtype)
+        issues.extend(run.issues)
         return issues
 
 
-def build_validator(level: ValidationLevel) -> MinimalValidator:
-    return MinimalValidator(level)
+def build_validator(level: ValidationLevel) -> R4Validator:
+    return R4Validator(ValidationLevel(level))

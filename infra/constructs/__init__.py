@@ -1,0 +1,1 @@
+"""One construct per concern. Resource shapes come from :mod:`fhirlake.topology`."""

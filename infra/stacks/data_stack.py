@@ -1,0 +1,54 @@
+"""The stateful half of fhirlake: key, table, buckets, queues.
+
+Why two stacks: everything here holds data (and is retained by default), everything in
+:class:`~infra.stacks.api_stack.ApiStack` is stateless and can be destroyed and redeployed at will
+(e.g. to change the API or a function without any risk to the data). With ``removalPolicy=retain``
+this stack also gets CloudFormation termination protection. The price is a few cross-stack exports
+(table/bucket/queue names and ARNs, key ARN): when the api stack stops using one of them, deploy once
+with ``self.export_value(...)`` kept in this stack before removing it (the CDK's "deadly embrace").
+"""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy, Stack
+from constructs import Construct
+
+from fhirlake import topology
+from infra.config import Config
+from infra.constructs.keys import DataKey
+from infra.constructs.queues import Queues
+from infra.constructs.storage import Storage
+
+
+class DataStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: Config, **kwargs) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            description=f"fhirlake {config.stage}: KMS key, DynamoDB resource table, S3 buckets, import queue",
+            termination_protection=config.retain,
+            **kwargs,
+        )
+        removal = RemovalPolicy.RETAIN if config.retain else RemovalPolicy.DESTROY
+        self.key = DataKey(
+            self, "Keys", alias=f"alias/{config.stack_prefix}-{config.stage}-data", removal_policy=removal
+        ).key
+        self.storage = Storage(
+            self,
+            "Storage",
+            key=self.key,
+            removal_policy=removal,
+            results_expiration_days=config.results_expiration_days,
+        )
+        self.queues = Queues(self, "Queues", key=self.key, removal_policy=removal)
+        self.queues.notify_object_created(
+            self.storage.buckets[topology.LANDING_BUCKET.role], topology.IMPORT_QUEUE.role
+        )
+
+    @property
+    def table(self):
+        return self.storage.table
+
+    @property
+    def buckets(self):
+        return self.storage.buckets

@@ -1,0 +1,35 @@
+"""Shared fixtures: the externally authored data in ../shared/data and the local runtime."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FHIRLAKE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared test data not found at {SHARED_DATA} (set FHIRLAKE_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def runtime() -> Iterator[object]:
+    """One embedded data store per test worker, on free loopback ports."""
+    from fhirlake.local.runtime import LocalRuntime
+
+    with LocalRuntime(port=0) as local:
+        yield local
+
+
+@pytest.fixture(scope="session")
+def api_url(runtime) -> str:
+    return runtime.api_url
