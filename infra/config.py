@@ -112,7 +112,8 @@ def load_config(context: Callable[[str], Any] | Mapping[str, Any], environ: Mapp
         if region not in allowed:
             raise ConfigError(
                 f"region {region!r} is not in allowedRegions ({', '.join(allowed)}): refusing to "
-                "synthesize fhirlake there. Deploy to an allowed region or change allowedRegions."
+                "synthesize fhirlake there. Deploy to an allowed region (AWS_REGION=... or --profile; "
+                "the CDK CLI falls back to us-east-1 when no region is configured) or change allowedRegions."
             )
 
     removal = _choice("removalPolicy", value("removalPolicy"), ("retain", "destroy"))
@@ -174,7 +175,9 @@ def _regions(raw: Any) -> tuple[str, ...]:
 def _name(key: str, raw: Any) -> str:
     text = str(raw).strip()
     if not _NAME.match(text):
-        raise ConfigError(f"{key}={text!r}: use 1-20 lowercase letters, digits or '-', starting with a letter")
+        raise ConfigError(
+            f"{key}={text!r}: use 1-20 lowercase letters, digits or '-', starting with a letter"
+        )
     return text
 
 

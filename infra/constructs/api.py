@@ -42,8 +42,8 @@ ACCESS_LOG_FIELDS = {
 
 # Errors raised by API Gateway itself (before the Lambda) answered as FHIR OperationOutcomes.
 _OUTCOME_CODES = {
-    apigw.ResponseType.DEFAULT_4XX: "processing",
-    apigw.ResponseType.DEFAULT_5XX: "exception",
+    apigw.ResponseType.DEFAULT_4_XX: "processing",
+    apigw.ResponseType.DEFAULT_5_XX: "exception",
     apigw.ResponseType.ACCESS_DENIED: "security",
     apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN: "security",
     apigw.ResponseType.INVALID_SIGNATURE: "security",
@@ -143,17 +143,27 @@ class FhirApi(Construct):
             ("AwsSolutions-APIG2", "Request bodies are FHIR resources, validated by the Lambda against "
              "FHIR R4 (structure, bindings, invariants); an API Gateway JSON-schema model cannot express "
              "FHIR and would reject valid resources."),
-            ("AwsSolutions-COG4", "Authorization is AWS_IAM (SigV4) on every method, the project's "
-             "default; Cognito/SMART on FHIR authorizers are a later, optional mode."),
+        )  # fmt: skip
+        for method in self.api.methods:
+            suppress(
+                method,
+                ("AwsSolutions-COG4", "Authorization is AWS_IAM (SigV4) on every method, the project's "
+                 "default; Cognito/SMART on FHIR authorizers are a later, optional mode."),
+            )  # fmt: skip
+        suppress(
+            self.api.deployment_stage,
             ("AwsSolutions-APIG3", "No WAF web ACL by default: it bills at idle (web ACL + rules) and every "
              "request already needs a valid SigV4 signature; deployers can associate one with the stage."),
             ("HIPAA.Security-APIGWCacheEnabledAndEncrypted", "Caching is off on purpose: responses are "
              "per-caller PHI that must reflect every write immediately, and a cache cluster bills at idle."),
             ("HIPAA.Security-APIGWSSLEnabled", "The only backend is a Lambda proxy integration invoked by "
-             "API Gateway over AWS's API with IAM; client certificates authenticate HTTP backends only."),
+             "API Gateway through the Lambda API with IAM; client certificates authenticate HTTP "
+             "backends only."),
+        )  # fmt: skip
+        suppress(
+            self.api.node.find_child("CloudWatchRole"),
             ("AwsSolutions-IAM4", "The account-level API Gateway CloudWatch role uses AWS's "
              "AmazonAPIGatewayPushToCloudWatchLogs: that role is shared by all REST APIs of the "
              "account/region, so it cannot be scoped to fhirlake's log groups without breaking others.",
              ["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"]),
-            children=True,
         )  # fmt: skip

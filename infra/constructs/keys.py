@@ -44,7 +44,9 @@ class DataKey(Construct):
             iam.PolicyStatement(
                 sid="CloudWatchLogsEncryptedLogGroups",
                 principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
-                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                actions=[
+                    "kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"
+                ],
                 resources=["*"],  # in a key policy "*" means this key
                 conditions={
                     "ArnLike": {
@@ -72,4 +74,3 @@ class DataKey(Construct):
                 resources=["*"],
             )
         )
-

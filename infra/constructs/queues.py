@@ -8,8 +8,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
-
 from fhirlake import topology
+
 from infra.nag import suppress
 
 
@@ -95,5 +95,5 @@ class Queues(Construct):
                 s3.CfnBucket.QueueConfigurationProperty(event="s3:ObjectCreated:*", queue=queue.queue_arn)
             ]
         )
-        assert queue.policy is not None
-        cfn_bucket.add_dependency(queue.policy.node.default_child)  # type: ignore[arg-type]
+        # DependsOn the sqs.QueuePolicy that add_to_resource_policy created (and enforce_ssl filled).
+        cfn_bucket.node.add_dependency(queue.node.find_child("Policy"))

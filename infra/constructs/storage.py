@@ -7,8 +7,8 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
-
 from fhirlake import topology
+
 from infra.nag import suppress
 
 _STREAM_VIEW = {
@@ -77,10 +77,6 @@ class Storage(Construct):
         )
         suppress(
             self.access_logs,
-            ("AwsSolutions-S1", "This is the server access log target bucket; logging it into itself "
-             "would create a feedback loop of log objects."),
-            ("HIPAA.Security-S3BucketLoggingEnabled", "This is the server access log target bucket; "
-             "logging it into itself would create a feedback loop of log objects."),
             ("HIPAA.Security-S3DefaultEncryptionKMS", "S3 server access logging can only deliver to a "
              "target bucket with SSE-S3 default encryption, not SSE-KMS; the bucket holds request "
              "metadata only (no object contents)."),

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from aws_cdk import RemovalPolicy, Stack
 from constructs import Construct
-
 from fhirlake import topology
+
 from infra.config import Config
 from infra.constructs.keys import DataKey
 from infra.constructs.queues import Queues
@@ -25,7 +25,7 @@ class DataStack(Stack):
         super().__init__(
             scope,
             construct_id,
-            description=f"fhirlake {config.stage}: KMS key, DynamoDB resource table, S3 buckets, import queue",
+            description=f"fhirlake {config.stage}: KMS key, DynamoDB table, S3 buckets, import queue",
             termination_protection=config.retain,
             **kwargs,
         )

@@ -71,6 +71,7 @@ def build_event(method: str, raw_path: str, headers: dict[str, str], body: bytes
 class _Handler(BaseHTTPRequestHandler):
     server: _FrontServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

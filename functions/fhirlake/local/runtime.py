@@ -68,7 +68,12 @@ class LocalRuntime:
     def start(self) -> LocalRuntime:
         from moto.server import ThreadedMotoServer
 
+        from werkzeug.serving import WSGIRequestHandler
+
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+        # moto's server writes headers and body separately; with Nagle on, every response can wait
+        # for the client's delayed ACK (~40 ms).
+        WSGIRequestHandler.disable_nagle_algorithm = True
         self._moto = ThreadedMotoServer(ip_address=self._host, port=self._moto_port, verbose=False)
         self._moto.start()
         self.resources = provision(self.session(), self.moto_url)

@@ -37,3 +37,16 @@ def get_validator(level: ValidationLevel | str = ValidationLevel.STRICT) -> Vali
     from fhirlake.validation.engine import build_validator
 
     return build_validator(ValidationLevel(level))
+
+
+def parse_and_validate(
+    raw: bytes | str, level: ValidationLevel | str = ValidationLevel.STRICT, expected_type: str | None = None
+) -> tuple[Any, list[Issue]]:
+    """Parse JSON bytes and validate: ``(resource or None, issues)``.
+
+    Malformed JSON (comments, trailing commas, bad close markers...) gives one ``invalid`` issue with
+    the line/column in its diagnostics and the element being parsed as its expression.
+    """
+    from fhirlake.validation.parse import parse_and_validate as _parse_and_validate
+
+    return _parse_and_validate(raw, level, expected_type)

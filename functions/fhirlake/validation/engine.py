@@ -62,10 +62,11 @@ class Prop:
 class Node:
     """An object-shaped element (a type root or a backbone element)."""
 
-    __slots__ = ("cons", "is_resource", "path", "props", "required")
+    __slots__ = ("cons", "is_extension", "is_resource", "path", "props", "required")
 
     def __init__(self, path: str, is_resource: bool = False):
         self.path = path
+        self.is_extension = path == "Extension"
         self.is_resource = is_resource
         self.props: dict[str, Prop] = {}
         self.required: list[tuple[str, tuple[str, ...]]] = []
@@ -83,6 +84,7 @@ class Registry:
 
     # -- tables -----------------------------------------------------------------------------------
     def _compile(self, table: dict[str, Any], is_resource: bool) -> None:
+        from fhirlake.validation.fhirpath_lite import CHOICES
         from fhirlake.validation.invariants import compile_invariant
 
         root = table["type"]
@@ -94,6 +96,8 @@ class Registry:
                 if path == "Reference" and name == "reference":
                     type_ = "reference"
                 prop = Prop(name, min_, max_, type_, vs, choice)
+                if choice:
+                    CHOICES.setdefault(choice, set()).add(name)
                 node.props[name] = prop
                 if min_ > 0:
                     label = (choice + "[x]") if choice else name
@@ -102,7 +106,7 @@ class Registry:
                     if prop.kind == PRIM:
                         keys.append("_" + name)
                 leaf = constraints.get(f"{path}.{choice}[x]" if choice else f"{path}.{name}")
-                if leaf:
+                if leaf and type_[0] != "#":  # backbone nodes carry their own invariants
                     prop.cons = _compiled(compile_invariant(k, h, x, f"{path}.{name}") for k, h, x in leaf)
             node.required = [(label, tuple(keys)) for label, keys in required.items()]
             node.cons = _compiled(compile_invariant(k, h, x, path) for k, h, x in constraints.get(path, []))
@@ -166,7 +170,8 @@ class ResourceContext:
 
     resource: dict[str, Any]
     root: dict[str, Any]
-    local_refs: list[tuple[str, str]] = field(default_factory=list)  # ('#id', expression)
+    # ('#id', expression, from Reference.reference): local references, for dom-3 and ref-1
+    local_refs: list[tuple[str, str, bool]] = field(default_factory=list)
 
 
 class Run:
@@ -232,12 +237,12 @@ class Run:
             for c in contained:
                 if type(c) is dict and type(c.get("id")) is str:
                     ids.add(c["id"])
-        for ref, expr in rc.local_refs:
-            if ref != "#" and ref[1:] not in ids:
+        for ref, expr, is_reference in rc.local_refs:
+            if is_reference and ref != "#" and ref[1:] not in ids:
                 self.err("invariant", "Constraint failed: ref-1: SHALL have a contained resource if a local "
                          "reference is provided", expr)
         if type(contained) is list and contained:
-            refs = {r for r, _ in rc.local_refs}
+            refs = {r for r, _, _ in rc.local_refs}
             for i, c in enumerate(contained):
                 if type(c) is not dict:
                     continue
@@ -300,7 +305,7 @@ class Run:
                         elif p.vs is not None and self.strict:
                             self.code_binding(v, p, f"{path}.{key}[{i}]")
                         if p.uri and v[:1] == "#" and self.rc is not None:
-                            self.rc.local_refs.append((v, f"{path}.{key}[{i}]"))
+                            self.rc.local_refs.append((v, f"{path}.{key}[{i}]", p.type == "reference"))
                         if p.cons and self.strict:
                             self.invariants(v, p.cons, f"{path}.{key}[{i}]")
                 elif kind == COMPLEX:
@@ -331,7 +336,7 @@ class Run:
                 if p.vs is not None and self.strict:
                     self.code_binding(val, p, f"{path}.{key}")
                 if p.uri and val[:1] == "#" and self.rc is not None:
-                    self.rc.local_refs.append((val, f"{path}.{key}"))
+                    self.rc.local_refs.append((val, f"{path}.{key}", p.type == "reference"))
                 if p.cons and self.strict:
                     self.invariants(val, p.cons, f"{path}.{key}")
             elif kind == COMPLEX:
@@ -354,6 +359,8 @@ class Run:
                 self.err("required", f"Missing required element {label} (minimum cardinality 1)", path)
         if node.cons and self.strict:
             self.invariants(obj, node.cons, path)
+        if node.is_extension and self.strict and ("extension" in obj) == (choices is not None and "value" in choices):
+            self.err("invariant", "Constraint failed: ext-1: Must have either extensions or value[x], not both", path)
 
     def prim_ext(self, obj: dict[str, Any], key: str, val: Any, node: Node, path: str) -> None:
         """``_name``: id/extension of a primitive, an object or an array aligned with the values."""

@@ -77,13 +77,19 @@ def _per_1(period: Any, rc: Any) -> bool:
     return compare_datetimes(start, end) != 1
 
 
+def _que_7(enable_when: Any, rc: Any) -> bool:
+    # operator = 'exists' implies (answer is Boolean); fhirpathpy does not type choice elements here
+    return enable_when.get("operator") != "exists" or "answerBoolean" in enable_when
+
+
 NATIVE: dict[str, Callable[[Any, Any], bool]] = {
     "per-1": _per_1,
+    "que-7": _que_7,
 }
 
 
 class Invariant:
-    __slots__ = ("base", "expression", "fn", "human", "key", "mode")
+    __slots__ = ("base", "expression", "fallback", "fn", "human", "key", "mode")
 
     def __init__(self, key: str, human: str, expression: str, base: str) -> None:
         self.key = key
@@ -91,14 +97,23 @@ class Invariant:
         self.expression = expression
         self.base = base
         self.fn: Callable[[Any, Any], bool | None] | None = None
+        self.fallback: Callable[[Any, Any], bool | None] | None = None
         self.mode = "native"
 
     def fails(self, value: Any, rc: Any) -> bool:
         fn = self.fn
-        if fn is None:
-            fn = self.fn = _compile_fhirpathpy(self)
+        if fn is not None:
+            try:
+                return fn(value, rc) is False
+            except Exception:  # the subset compiler met data it does not model: ask fhirpathpy
+                pass
+        return self.fails_fhirpathpy(value, rc)
+
+    def fails_fhirpathpy(self, value: Any, rc: Any) -> bool:
+        if self.fallback is None:
+            self.fallback = _compile_fhirpathpy(self)
         try:
-            return fn(value, rc) is False
+            return self.fallback(value, rc) is False
         except Exception:  # an expression fhirpathpy cannot evaluate: undecided, not a failure
             return False
 

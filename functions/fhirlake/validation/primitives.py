@@ -9,6 +9,8 @@ diagnostic naming the rule (never the value: values may be PHI).
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import re
 from collections.abc import Callable
 from datetime import date as _date
@@ -120,7 +122,7 @@ def check_unsigned_int(v: object) -> str | None:
 
 def check_decimal(v: object) -> str | None:
     t = type(v)
-    if t is float or t is int:
+    if t is float or t is int or isinstance(v, Decimal):  # Decimal: precision-preserving parse (fhir.json)
         return None
     return "Must be a JSON number (decimal)"
 
