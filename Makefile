@@ -12,7 +12,7 @@ BOOTSTRAP_PYTHON := $(firstword $(foreach p,$(PYTHON_CANDIDATES),$(shell command
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install run test lint format invoke synth deploy clean
+.PHONY: help install run test lint format invoke synth synth-fast deploy test-bundling clean
 
 help:
 	@echo "make run      install what is needed and start the local data store on http://127.0.0.1:$${FHIRLAKE_PORT:-8080}"
@@ -51,11 +51,19 @@ format: install
 invoke: install
 	$(VENV)/bin/fhirlake invoke $(or $(FUNCTION),api) $(or $(EVENT),events/api/metadata.json)
 
+# CDK_ARGS passes context, e.g. CDK_ARGS="-c stage=prod -c allowedRegions=eu-central-1" (docs/deploy.md).
 synth: install node_modules/.installed
-	npx cdk synth
+	npx cdk synth $(CDK_ARGS)
+
+synth-fast: install node_modules/.installed
+	npx cdk synth -c bundling=skip $(CDK_ARGS)
 
 deploy: install node_modules/.installed
-	npx cdk deploy --all
+	npx cdk deploy --all $(CDK_ARGS)
+
+# Real Lambda bundling (downloads arm64 wheels from PyPI), opt-in.
+test-bundling: install node_modules/.installed
+	FHIRLAKE_TEST_BUNDLING=1 $(VENV)/bin/pytest tests/infra -m bundling
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .pytest_cache .ruff_cache

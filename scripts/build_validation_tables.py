@@ -151,7 +151,6 @@ def compile_sd(sd: dict[str, Any], expander: Expander, used_vs: set[str]) -> dic
     elements = sd["snapshot"]["element"]
     root = elements[0]["path"]
     url = sd["url"]
-    by_path = {e["path"]: e for e in elements}
     nodes: dict[str, list[list[Any]]] = {}
     constraints: dict[str, list[list[str]]] = {}
     node_paths = {root}
@@ -207,8 +206,12 @@ def compile_sd(sd: dict[str, Any], expander: Expander, used_vs: set[str]) -> dic
         if path in node_paths:  # backbone element / Element with children
             t = "#" + path
         props.append([name, e["min"], max_, t, vs, None])
-    return {"type": sd["type"] if sd["id"] == sd["type"] else sd["id"], "url": url, "nodes": nodes,
-            "constraints": constraints}
+    return {
+        "type": sd["type"] if sd["id"] == sd["type"] else sd["id"],
+        "url": url,
+        "nodes": nodes,
+        "constraints": constraints,
+    }
 
 
 def main(tgz_path: str) -> None:
@@ -224,16 +227,17 @@ def main(tgz_path: str) -> None:
         if sd["kind"] == "resource" and sd.get("derivation") == "specialization" and not sd.get("abstract"):
             resources[sd["type"]] = compile_sd(sd, expander, used_vs)
         elif sd["kind"] == "complex-type" and (
-            (sd.get("derivation") == "specialization" and sd["id"] == sd["type"]) or sd["url"] in QUANTITY_PROFILES
+            (sd.get("derivation") == "specialization" and sd["id"] == sd["type"])
+            or sd["url"] in QUANTITY_PROFILES
         ):
             if sd["id"] in ("example-composition", "example-section-library"):
                 continue
             compiled = compile_sd(sd, expander, used_vs)
             if sd["url"] in QUANTITY_PROFILES:  # rename the profile's nodes after the profile
                 name = QUANTITY_PROFILES[sd["url"]]
-                compiled["nodes"] = {name + k[len("Quantity"):]: v for k, v in compiled["nodes"].items()}
+                compiled["nodes"] = {name + k[len("Quantity") :]: v for k, v in compiled["nodes"].items()}
                 compiled["constraints"] = {
-                    name + k[len("Quantity"):]: v for k, v in compiled["constraints"].items()
+                    name + k[len("Quantity") :]: v for k, v in compiled["constraints"].items()
                 }
             datatypes[compiled["type"]] = compiled
     for old in OUT.glob("*.json"):

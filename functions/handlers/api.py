@@ -6,6 +6,7 @@ A thin adapter: event -> Request -> FhirApi -> proxy result. Logs an audit recor
 
 from __future__ import annotations
 
+import os
 import traceback
 from typing import Any
 
@@ -19,9 +20,11 @@ from fhirlake.bootstrap import build_api
 from fhirlake.config import Settings
 from fhirlake.fhir.outcome import FhirError
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
+# Service name and namespace come from POWERTOOLS_* variables (set by the CDK); defaults keep a
+# bare invocation (tests, `fhirlake invoke`) working.
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "fhirlake"))
+tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "fhirlake"))
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "fhirlake"))
 
 _settings = Settings.from_env()
 _api = build_api(_settings)  # at init: connections and validator tables are reused across invocations

@@ -78,6 +78,7 @@ class FhirApi(Construct):
         *,
         function: lambda_.IFunction,
         key: kms.IKey,
+        api_name: str,
         stage_name: str,
         throttle_rate: float,
         throttle_burst: int,
@@ -92,6 +93,8 @@ class FhirApi(Construct):
         self.api = apigw.RestApi(
             self,
             "RestApi",
+            # The API's CloudWatch metrics are keyed by this name: unique per deployment.
+            rest_api_name=api_name,
             description="fhirlake FHIR R4 REST API",
             endpoint_configuration=apigw.EndpointConfiguration(types=[apigw.EndpointType.REGIONAL]),
             default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),

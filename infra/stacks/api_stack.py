@@ -64,6 +64,7 @@ class ApiStack(Stack):
             "Api",
             function=self.functions.functions[topology.API_FUNCTION.role],
             key=data.key,
+            api_name=f"{config.stack_prefix}-{config.stage}",
             stage_name=config.stage,
             throttle_rate=config.api_throttle_rate,
             throttle_burst=config.api_throttle_burst,

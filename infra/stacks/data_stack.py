@@ -3,9 +3,10 @@
 Why two stacks: everything here holds data (and is retained by default), everything in
 :class:`~infra.stacks.api_stack.ApiStack` is stateless and can be destroyed and redeployed at will
 (e.g. to change the API or a function without any risk to the data). With ``removalPolicy=retain``
-this stack also gets CloudFormation termination protection. The price is a few cross-stack exports
-(table/bucket/queue names and ARNs, key ARN): when the api stack stops using one of them, deploy once
-with ``self.export_value(...)`` kept in this stack before removing it (the CDK's "deadly embrace").
+this stack also gets CloudFormation termination protection. The api stack reads names/ARNs from here
+through CDK "weak" cross-stack references (``Fn::GetStackOutput``, flag
+``@aws-cdk/core:defaultCrossStackReferences`` in cdk.json), so there are no export locks: the api stack
+can start or stop using a resource of this stack in a single deployment.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ import pytest
 
 from infra import bundling
 
-pytestmark = pytest.mark.infra
+# One xdist worker for all infra tests (`--dist loadgroup`): one jsii runtime, each synth once.
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
 
 ELF_MACHINE_AARCH64 = 183
 

@@ -8,7 +8,8 @@ from infra.config import DEFAULTS, ConfigError, load_config
 
 from .conftest import TARGET, cdk_json_context
 
-pytestmark = pytest.mark.infra
+# One xdist worker for all infra tests (`--dist loadgroup`): one jsii runtime, each synth once.
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
 
 
 def test_cdk_json_defaults_equal_config_defaults():

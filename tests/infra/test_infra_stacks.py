@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from fhirlake import topology
 
-pytestmark = pytest.mark.infra
+# One xdist worker for all infra tests (`--dist loadgroup`): one jsii runtime, each synth once.
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
 
 # Every cdk-nag suppression in the default deployment. Adding one means adding it here, in review.
 EXPECTED_SUPPRESSIONS = {
@@ -290,6 +291,7 @@ def test_every_api_method_requires_sigv4(api):
 
 def test_api_is_regional_and_json_passes_as_text(api):
     props = only(api, "AWS::ApiGateway::RestApi")["Properties"]
+    assert props["Name"] == "fhirlake-dev"  # metrics (and the 5xx alarm) are keyed by it
     assert props["EndpointConfiguration"]["Types"] == ["REGIONAL"]
     binary = props.get("BinaryMediaTypes", [])
     assert "application/fhir+json" not in binary and "application/json" not in binary and "*/*" not in binary

@@ -9,7 +9,8 @@ from fhirlake import topology
 
 from .conftest import TARGET
 
-pytestmark = pytest.mark.infra
+# One xdist worker for all infra tests (`--dist loadgroup`): one jsii runtime, each synth once.
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,8 @@ def test_example_round_trip(fhir: FhirHttp, path: Path) -> None:
     example = exact(raw)
     rtype = example["resourceType"]
     if "id" not in example:  # e.g. Parameters-example: give it one so that it can be PUT
-        example = {**example, "id": path.stem.lower()}
-        raw = json.dumps(example).encode()
+        raw = json.dumps({**json.loads(raw), "id": path.stem.lower()}).encode()
+        example = exact(raw)
     rid = example["id"]
 
     created = fhir.post(rtype, raw=raw)

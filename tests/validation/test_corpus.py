@@ -6,8 +6,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from fhirlake.validation import ValidationLevel, get_validator
+
 from tests.validation.conftest import example_files, synthea_bundles, synthea_resources
 
 # HL7 R4 examples that are themselves invalid per the R4 definitions, with the reason and the issue the
@@ -55,5 +55,7 @@ def test_synthea_resources_are_valid(level: str) -> None:
 def test_synthea_bundles_are_valid() -> None:
     bundles = synthea_bundles()
     validator = get_validator("strict")
-    bad = {name: [i.to_fhir() for i in validator.validate(b)[:3]] for name, b in bundles if validator.validate(b)}
+    bad = {
+        name: [i.to_fhir() for i in validator.validate(b)[:3]] for name, b in bundles if validator.validate(b)
+    }
     assert bad == {}, list(bad.items())[:5]

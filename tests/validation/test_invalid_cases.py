@@ -6,8 +6,8 @@ import json
 import re
 
 import pytest
-
 from fhirlake.validation import parse_and_validate
+
 from tests.validation.conftest import DATA
 
 

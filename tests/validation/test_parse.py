@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from fhirlake.validation import parse_and_validate
 
 
@@ -13,8 +12,11 @@ from fhirlake.validation import parse_and_validate
         (b'// c\n{"resourceType": "Patient"}', "Comments are not allowed", "Patient"),
         (b'{"resourceType": "Patient", /* c */ "id": "a"}', "Comments are not allowed", "Patient"),
         (b'{"resourceType": "Patient", "name": [{"family": "x",}]}', "Trailing commas", "Patient.name[0]"),
-        (b'{"resourceType": "Patient", "name": [{"family": "x" "given": ["y"]}]}', "comma is missing",
-         "Patient.name[0]"),
+        (
+            b'{"resourceType": "Patient", "name": [{"family": "x" "given": ["y"]}]}',
+            "comma is missing",
+            "Patient.name[0]",
+        ),
         (b'{"resourceType": "Patient", "name": [{"family": "x"]}', "closing bracket", "Patient.name[0]"),
         (b'{"resourceType": "Patient", "active": tru}', "", "Patient"),
         (b"", "", "$"),
@@ -36,6 +38,8 @@ def test_diagnostics_do_not_quote_content() -> None:
 
 
 def test_valid_json_is_validated() -> None:
-    resource, issues = parse_and_validate(b'{"resourceType": "Patient", "id": "bad_id"}', "minimal", "Patient")
+    resource, issues = parse_and_validate(
+        b'{"resourceType": "Patient", "id": "bad_id"}', "minimal", "Patient"
+    )
     assert resource == {"resourceType": "Patient", "id": "bad_id"}
     assert [i.expression for i in issues] == [("Patient.id",)]

@@ -6,7 +6,6 @@ import copy
 from typing import Any
 
 import pytest
-
 from fhirlake.validation import ValidationLevel, get_validator
 
 OBS: dict[str, Any] = {
@@ -21,7 +20,9 @@ OBS: dict[str, Any] = {
 
 
 def issues(resource: Any, level: str = "strict", expected_type: str | None = None) -> list[tuple[str, tuple]]:
-    return [(i.code, i.expression) for i in get_validator(level).validate(resource, expected_type) if i.is_error]
+    return [
+        (i.code, i.expression) for i in get_validator(level).validate(resource, expected_type) if i.is_error
+    ]
 
 
 def exprs(resource: Any, level: str = "strict") -> set[str]:
@@ -85,14 +86,20 @@ def test_primitive_extension_counts_as_present() -> None:
 def test_array_vs_single() -> None:
     assert exprs(mutate(OBS, status=["final"]), "structure-only") == {"Observation.status"}
     assert exprs(mutate(OBS, category={"text": "x"}), "structure-only") == {"Observation.category"}
-    assert exprs(mutate(OBS, identifier=[{"value": "a"}, "b"]), "structure-only") == {"Observation.identifier[1]"}
+    assert exprs(mutate(OBS, identifier=[{"value": "a"}, "b"]), "structure-only") == {
+        "Observation.identifier[1]"
+    }
 
 
 def test_empty_array_object_string() -> None:
     assert exprs(mutate(OBS, category=[]), "structure-only") == {"Observation.category"}
     assert exprs(mutate(OBS, category=[{}]), "structure-only") == {"Observation.category[0]"}
-    assert exprs(mutate(OBS, category=[{"coding": []}]), "structure-only") == {"Observation.category[0].coding"}
-    assert exprs(mutate(OBS, subject={"reference": ""}), "structure-only") == {"Observation.subject.reference"}
+    assert exprs(mutate(OBS, category=[{"coding": []}]), "structure-only") == {
+        "Observation.category[0].coding"
+    }
+    assert exprs(mutate(OBS, subject={"reference": ""}), "structure-only") == {
+        "Observation.subject.reference"
+    }
 
 
 def test_complex_must_be_object() -> None:
@@ -108,16 +115,27 @@ def test_choice_types() -> None:
 
 
 def test_nested_path_has_indexes() -> None:
-    bad = mutate(OBS, component=[{"code": {"text": "a"}}, {"code": {"text": "b"}, "valueQuantity": {"value": "1"}}])
+    bad = mutate(
+        OBS, component=[{"code": {"text": "a"}}, {"code": {"text": "b"}, "valueQuantity": {"value": "1"}}]
+    )
     assert exprs(bad, "structure-only") == {"Observation.component[1].valueQuantity.value"}
 
 
 # -- primitives -----------------------------------------------------------------------------------------
 PRIMITIVE_CASES = [
     # (resource type, element, good values, bad values)
-    ("Patient", "birthDate", ["2000", "2000-02", "2000-02-29"], ["2000-2-3", "2001-02-29", "2000-13", "", 2000]),
-    ("Patient", "deceasedDateTime", ["2000-01-01T00:00:00Z", "2000-01-01T10:00:00.123+14:00", "2000"],
-     ["2000-01-01T00:00:00", "2000-01-01T25:00:00Z", "2000-01-01 00:00:00Z", "2000-01-01T00:00Z"]),
+    (
+        "Patient",
+        "birthDate",
+        ["2000", "2000-02", "2000-02-29"],
+        ["2000-2-3", "2001-02-29", "2000-13", "", 2000],
+    ),
+    (
+        "Patient",
+        "deceasedDateTime",
+        ["2000-01-01T00:00:00Z", "2000-01-01T10:00:00.123+14:00", "2000"],
+        ["2000-01-01T00:00:00", "2000-01-01T25:00:00Z", "2000-01-01 00:00:00Z", "2000-01-01T00:00Z"],
+    ),
     ("Patient", "active", [True, False], ["true", 1, 0]),
     ("Patient", "multipleBirthInteger", [0, 3, -1, 2147483647], [1.5, "1", 2147483648, True]),
     ("Patient", "gender", ["male", "female"], ["Male", "", " male", 1]),
@@ -141,8 +159,12 @@ def test_primitive_formats(rtype: str, element: str, good: list, bad: list) -> N
 
 
 def test_decimal_integer_ranges() -> None:
-    base = {"resourceType": "ImmunizationRecommendation", "patient": {"reference": "Patient/1"}, "date": "2020",
-            "recommendation": [{"targetDisease": {"text": "x"}, "forecastStatus": {"text": "x"}}]}
+    base = {
+        "resourceType": "ImmunizationRecommendation",
+        "patient": {"reference": "Patient/1"},
+        "date": "2020",
+        "recommendation": [{"targetDisease": {"text": "x"}, "forecastStatus": {"text": "x"}}],
+    }
     assert issues(base) == []
     for field, good, bad in [("doseNumberPositiveInt", 1, 0), ("seriesDosesPositiveInt", 5, -1)]:
         r = copy.deepcopy(base)
@@ -158,8 +180,11 @@ def test_decimal_integer_ranges() -> None:
 def test_unsigned_int() -> None:
     r = {"resourceType": "Attachment"}  # not a resource
     assert issues(r)
-    doc = {"resourceType": "DocumentReference", "status": "current",
-           "content": [{"attachment": {"contentType": "text/plain", "data": "Zm9v", "size": 3}}]}
+    doc = {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "content": [{"attachment": {"contentType": "text/plain", "data": "Zm9v", "size": 3}}],
+    }
     assert issues(doc) == []
     doc["content"][0]["attachment"]["size"] = -1
     assert exprs(doc) == {"DocumentReference.content[0].attachment.size"}
@@ -179,8 +204,12 @@ def test_base64_bad(data: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "ok"),
-    [("urn:oid:1.2.3", True), ("urn:oid:1.02", False), ("urn:uuid:a5afddf4-e880-459b-876e-e4591b0acc11", True),
-     ("urn:uuid:A5AFDDF4-e880-459b-876e-e4591b0acc11", False)],
+    [
+        ("urn:oid:1.2.3", True),
+        ("urn:oid:1.02", False),
+        ("urn:uuid:a5afddf4-e880-459b-876e-e4591b0acc11", True),
+        ("urn:uuid:A5AFDDF4-e880-459b-876e-e4591b0acc11", False),
+    ],
 )
 def test_oid_uuid(value: str, ok: bool) -> None:
     # Identifier.system is a uri: both are fine there; the oid/uuid types are checked by their own regexes
@@ -192,9 +221,17 @@ def test_oid_uuid(value: str, ok: bool) -> None:
 
 @pytest.mark.parametrize(
     ("ref", "ok"),
-    [("Patient/1", True), ("Patient/1/_history/2", True), ("http://x.org/fhir/Patient/1", True),
-     ("urn:uuid:a5afddf4-e880-459b-876e-e4591b0acc11", True), ("Patient?identifier=a|b", True),
-     ("Bogus/1", False), ("Patient/", False), ("patient 1", False), ("Patient/a_b", False)],
+    [
+        ("Patient/1", True),
+        ("Patient/1/_history/2", True),
+        ("http://x.org/fhir/Patient/1", True),
+        ("urn:uuid:a5afddf4-e880-459b-876e-e4591b0acc11", True),
+        ("Patient?identifier=a|b", True),
+        ("Bogus/1", False),
+        ("Patient/", False),
+        ("patient 1", False),
+        ("Patient/a_b", False),
+    ],
 )
 def test_reference_shapes(ref: str, ok: bool) -> None:
     r = mutate(OBS, subject={"reference": ref})
@@ -238,7 +275,11 @@ def test_primitive_extension_arrays_aligned() -> None:
 
 def test_extension_rules() -> None:
     assert exprs(mutate(OBS, extension=[{"valueString": "x"}])) == {"Observation.extension[0]"}
-    both = {"url": "http://x.org", "valueString": "x", "extension": [{"url": "http://y.org", "valueString": "y"}]}
+    both = {
+        "url": "http://x.org",
+        "valueString": "x",
+        "extension": [{"url": "http://y.org", "valueString": "y"}],
+    }
     assert "Observation.extension[0]" in exprs(mutate(OBS, extension=[both]))
     neither = {"url": "http://x.org"}
     assert "Observation.extension[0]" in exprs(mutate(OBS, extension=[neither]))
@@ -246,13 +287,17 @@ def test_extension_rules() -> None:
 
 # -- inline resources -----------------------------------------------------------------------------------
 def test_contained_and_bundle_entries() -> None:
-    bundle = {"resourceType": "Bundle", "type": "collection",
-              "entry": [{"resource": OBS}, {"resource": mutate(OBS, status="bogus")}, {"resource": {"x": 1}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": OBS}, {"resource": mutate(OBS, status="bogus")}, {"resource": {"x": 1}}],
+    }
     assert exprs(bundle) == {"Bundle.entry[1].resource.status", "Bundle.entry[2].resource"}
     params = {"resourceType": "Parameters", "parameter": [{"name": "a", "resource": mutate(OBS, bogus=1)}]}
     assert exprs(params) == {"Parameters.parameter[0].resource.bogus"}
-    obs = mutate(OBS, contained=[{"resourceType": "Patient", "id": "p", "active": "yes"}],
-                 subject={"reference": "#p"})
+    obs = mutate(
+        OBS, contained=[{"resourceType": "Patient", "id": "p", "active": "yes"}], subject={"reference": "#p"}
+    )
     assert exprs(obs) == {"Observation.contained[0].active"}
 
 
@@ -261,12 +306,17 @@ def test_dom_rules() -> None:
     unreferenced = mutate(OBS, contained=[pat])
     assert exprs(unreferenced) == {"Observation.contained[0]"}  # dom-3
     assert issues(unreferenced, "structure-only") == []
-    nested = mutate(OBS, contained=[{**pat, "contained": [{"resourceType": "Patient", "id": "q"}]}],
-                    subject={"reference": "#p"})
+    nested = mutate(
+        OBS,
+        contained=[{**pat, "contained": [{"resourceType": "Patient", "id": "q"}]}],
+        subject={"reference": "#p"},
+    )
     assert "Observation.contained[0]" in exprs(nested)  # dom-2
     versioned = mutate(OBS, contained=[{**pat, "meta": {"versionId": "1"}}], subject={"reference": "#p"})
     assert exprs(versioned) == {"Observation.contained[0]"}  # dom-4
-    labelled = mutate(OBS, contained=[{**pat, "meta": {"security": [{"code": "R"}]}}], subject={"reference": "#p"})
+    labelled = mutate(
+        OBS, contained=[{**pat, "meta": {"security": [{"code": "R"}]}}], subject={"reference": "#p"}
+    )
     assert exprs(labelled) == {"Observation.contained[0]"}  # dom-5
 
 
@@ -280,9 +330,18 @@ def test_required_binding_code() -> None:
 
 
 def test_required_binding_coding_and_codeableconcept() -> None:
-    allergy = {"resourceType": "AllergyIntolerance", "patient": {"reference": "Patient/1"},
-               "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
-                                              "code": "active"}]}}
+    allergy = {
+        "resourceType": "AllergyIntolerance",
+        "patient": {"reference": "Patient/1"},
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                    "code": "active",
+                }
+            ]
+        },
+    }
     assert issues(allergy) == []
     allergy["clinicalStatus"]["coding"][0]["code"] = "bogus"
     assert exprs(allergy) == {"AllergyIntolerance.clinicalStatus"}
@@ -298,10 +357,14 @@ def test_skipped_value_sets_not_enforced() -> None:
 # -- invariants -----------------------------------------------------------------------------------------
 def test_period_per_1() -> None:
     enc = {"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}}
-    for start, end, ok in [("2020-01-02", "2020-01-01", False), ("2020-01-01", "2020-01-02", True),
-                           ("2020", "2020-05", True), ("2021", "2020-05", False),
-                           ("2020-01-01T10:00:00+02:00", "2020-01-01T09:00:00Z", True),
-                           ("2020-01-01T10:00:00Z", "2020-01-01T09:00:00Z", False)]:
+    for start, end, ok in [
+        ("2020-01-02", "2020-01-01", False),
+        ("2020-01-01", "2020-01-02", True),
+        ("2020", "2020-05", True),
+        ("2021", "2020-05", False),
+        ("2020-01-01T10:00:00+02:00", "2020-01-01T09:00:00Z", True),
+        ("2020-01-01T10:00:00Z", "2020-01-01T09:00:00Z", False),
+    ]:
         r = {**enc, "period": {"start": start, "end": end}}
         assert (issues(r) == []) is ok, (start, end)
         assert issues(r, "structure-only") == []
@@ -315,7 +378,9 @@ def test_obs_6_and_obs_7() -> None:
 
 
 def test_datatype_invariants() -> None:
-    assert exprs(mutate(OBS, valueQuantity={"value": 1, "code": "kg"})) == {"Observation.valueQuantity"}  # qty-3
+    assert exprs(mutate(OBS, valueQuantity={"value": 1, "code": "kg"})) == {
+        "Observation.valueQuantity"
+    }  # qty-3
     rng = mutate(OBS, valueQuantity=None, valueRange={"low": {"value": 5}, "high": {"value": 1}})
     assert exprs(rng) == {"Observation.valueRange"}  # rng-2
     p = {"resourceType": "Patient", "telecom": [{"value": "555"}]}
@@ -323,8 +388,12 @@ def test_datatype_invariants() -> None:
 
 
 def test_invariant_with_fhirpathpy_fallback() -> None:
-    ra = {"resourceType": "RiskAssessment", "status": "final", "subject": {"reference": "Patient/1"},
-          "prediction": [{"probabilityDecimal": 101}]}
+    ra = {
+        "resourceType": "RiskAssessment",
+        "status": "final",
+        "subject": {"reference": "Patient/1"},
+        "prediction": [{"probabilityDecimal": 101}],
+    }
     assert issues(ra) == [("invariant", ("RiskAssessment.prediction[0]",))]  # ras-2
     ra["prediction"][0]["probabilityDecimal"] = 50
     assert issues(ra) == []
@@ -336,7 +405,11 @@ def test_every_problem_is_reported() -> None:
 
 
 def test_never_raises_on_garbage() -> None:
-    for junk in [{"resourceType": "Patient", "name": [[[]]]}, {"resourceType": "Patient", "name": [None]},
-                 {"resourceType": "Patient", "_name": 1}, {"resourceType": "Bundle", "entry": [{"resource": 1}]},
-                 {"resourceType": "Patient", "contained": [None, 1, "x"]}]:
+    for junk in [
+        {"resourceType": "Patient", "name": [[[]]]},
+        {"resourceType": "Patient", "name": [None]},
+        {"resourceType": "Patient", "_name": 1},
+        {"resourceType": "Bundle", "entry": [{"resource": 1}]},
+        {"resourceType": "Patient", "contained": [None, 1, "x"]},
+    ]:
         assert issues(junk)

@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import socket
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -91,6 +92,8 @@ class LocalRuntime:
             **self.resources.environment(),
             **self._settings,
         })
+        # Metrics are disabled locally (no CloudWatch); Powertools warns on every empty flush.
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
         self._start_functions()
         return self
 

@@ -218,16 +218,28 @@ class Run:
     def contained_rules(self, res: dict[str, Any], path: str) -> None:
         """dom-2, dom-4, dom-5 (evaluated natively, on the contained resource)."""
         if "contained" in res:
-            self.err("invariant", "Constraint failed: dom-2: If the resource is contained in another resource, "
-                     "it SHALL NOT contain nested Resources", path)
+            self.err(
+                "invariant",
+                "Constraint failed: dom-2: If the resource is contained in another resource, "
+                "it SHALL NOT contain nested Resources",
+                path,
+            )
         meta = res.get("meta")
         if type(meta) is dict:
             if "versionId" in meta or "lastUpdated" in meta:
-                self.err("invariant", "Constraint failed: dom-4: If a resource is contained in another resource, "
-                         "it SHALL NOT have a meta.versionId or a meta.lastUpdated", path)
+                self.err(
+                    "invariant",
+                    "Constraint failed: dom-4: If a resource is contained in another resource, "
+                    "it SHALL NOT have a meta.versionId or a meta.lastUpdated",
+                    path,
+                )
             if "security" in meta:
-                self.err("invariant", "Constraint failed: dom-5: If a resource is contained in another resource, "
-                         "it SHALL NOT have a security label", path)
+                self.err(
+                    "invariant",
+                    "Constraint failed: dom-5: If a resource is contained in another resource, "
+                    "it SHALL NOT have a security label",
+                    path,
+                )
 
     def resource_rules(self, res: dict[str, Any], rc: ResourceContext, path: str) -> None:
         """dom-3 and ref-1 for a root resource (top level, or a Bundle/Parameters entry)."""
@@ -239,8 +251,12 @@ class Run:
                     ids.add(c["id"])
         for ref, expr, is_reference in rc.local_refs:
             if is_reference and ref != "#" and ref[1:] not in ids:
-                self.err("invariant", "Constraint failed: ref-1: SHALL have a contained resource if a local "
-                         "reference is provided", expr)
+                self.err(
+                    "invariant",
+                    "Constraint failed: ref-1: SHALL have a contained resource if a local "
+                    "reference is provided",
+                    expr,
+                )
         if type(contained) is list and contained:
             refs = {r for r, _, _ in rc.local_refs}
             for i, c in enumerate(contained):
@@ -251,9 +267,13 @@ class Run:
                     continue
                 if _refers_to_container(c):
                     continue
-                self.err("invariant", "Constraint failed: dom-3: If the resource is contained in another resource, "
-                         "it SHALL be referred to from elsewhere in the resource or SHALL refer to the containing "
-                         "resource", f"{path}.contained[{i}]")
+                self.err(
+                    "invariant",
+                    "Constraint failed: dom-3: If the resource is contained in another resource, "
+                    "it SHALL be referred to from elsewhere in the resource or SHALL refer to the containing "
+                    "resource",
+                    f"{path}.contained[{i}]",
+                )
 
     # -- objects ---------------------------------------------------------------------------------------
     def obj(self, obj: dict[str, Any], node: Node, path: str) -> None:
@@ -284,8 +304,11 @@ class Run:
                     self.err("structure", "Must be a single value, not an array", f"{path}.{key}")
                     continue
                 if not val:
-                    self.err("invalid", "Array cannot be empty - the property should not be present if it has "
-                             "no values", f"{path}.{key}")
+                    self.err(
+                        "invalid",
+                        "Array cannot be empty - the property should not be present if it has no values",
+                        f"{path}.{key}",
+                    )
                     continue
                 if p.max > 1 and len(val) > p.max:
                     self.err("structure", f"Too many items (max {p.max})", f"{path}.{key}")
@@ -296,8 +319,11 @@ class Run:
                     for i, v in enumerate(val):
                         if v is None:
                             if not (type(ext) is list and i < len(ext) and ext[i] is not None):
-                                self.err("invalid", "null is only allowed in an array aligned with an extension",
-                                         f"{path}.{key}[{i}]")
+                                self.err(
+                                    "invalid",
+                                    "null is only allowed in an array aligned with an extension",
+                                    f"{path}.{key}[{i}]",
+                                )
                             continue
                         msg = check(v)
                         if msg is not None:
@@ -359,8 +385,16 @@ class Run:
                 self.err("required", f"Missing required element {label} (minimum cardinality 1)", path)
         if node.cons and self.strict:
             self.invariants(obj, node.cons, path)
-        if node.is_extension and self.strict and ("extension" in obj) == (choices is not None and "value" in choices):
-            self.err("invariant", "Constraint failed: ext-1: Must have either extensions or value[x], not both", path)
+        if (
+            node.is_extension
+            and self.strict
+            and ("extension" in obj) == (choices is not None and "value" in choices)
+        ):
+            self.err(
+                "invariant",
+                "Constraint failed: ext-1: Must have either extensions or value[x], not both",
+                path,
+            )
 
     def prim_ext(self, obj: dict[str, Any], key: str, val: Any, node: Node, path: str) -> None:
         """``_name``: id/extension of a primitive, an object or an array aligned with the values."""
@@ -376,7 +410,9 @@ class Run:
                 return
             base = obj.get(name)
             if base is not None and (type(base) is not list or len(base) != len(val)):
-                self.err("structure", "The extension array must have the same length as the value array", where)
+                self.err(
+                    "structure", "The extension array must have the same length as the value array", where
+                )
             if not val:
                 self.err("invalid", "Array cannot be empty", where)
             for i, v in enumerate(val):
@@ -397,7 +433,9 @@ class Run:
             return
         for k in val:
             if k not in ("id", "extension"):
-                self.err("invalid", f"The property '{k[:64]}' is invalid in a primitive's extension object", where)
+                self.err(
+                    "invalid", f"The property '{k[:64]}' is invalid in a primitive's extension object", where
+                )
         if "id" in val:
             msg = CHECKERS["string"](val["id"])
             if msg:
@@ -482,7 +520,9 @@ class R4Validator:
             return [error("structure", "resourceType is missing or not an R4 resource type", "resourceType")]
         issues: list[Issue] = []
         if expected_type and rtype != expected_type:
-            issues.append(error("invalid", f"Expected a {expected_type} resource, got {rtype}", "resourceType"))
+            issues.append(
+                error("invalid", f"Expected a {expected_type} resource, got {rtype}", "resourceType")
+            )
         if self.level is ValidationLevel.MINIMAL:
             if "id" in resource and not is_valid_id(resource["id"]):
                 issues.append(error("value", "Invalid resource id (1-64 of A-Z a-z 0-9 - .)", f"{rtype}.id"))

@@ -297,7 +297,9 @@ def _binary(op: str, left: Fn, right: Fn) -> Fn:
 
         return f_ne
     if op in ("<", ">", "<=", ">="):
-        test = {"<": lambda c: c < 0, ">": lambda c: c > 0, "<=": lambda c: c <= 0, ">=": lambda c: c >= 0}[op]
+        test = {"<": lambda c: c < 0, ">": lambda c: c > 0, "<=": lambda c: c <= 0, ">=": lambda c: c >= 0}[
+            op
+        ]
 
         def f_cmp(f: list[Any], e: dict[str, Any]) -> list[Any]:
             c = _cmp(left(f, e), right(f, e))

@@ -9,11 +9,10 @@ diagnostic naming the rule (never the value: values may be PHI).
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import re
 from collections.abc import Callable
 from datetime import date as _date
+from decimal import Decimal
 
 from fhirlake.fhir.types import resource_types
 
@@ -23,9 +22,7 @@ _YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
 _TZ = r"(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
 _TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?"
 DATE_RE = re.compile(rf"{_YEAR}(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?")
-DATETIME_RE = re.compile(
-    rf"{_YEAR}(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])(T{_TIME}{_TZ})?)?)?"
-)
+DATETIME_RE = re.compile(rf"{_YEAR}(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])(T{_TIME}{_TZ})?)?)?")
 INSTANT_RE = re.compile(rf"{_YEAR}-(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1])T{_TIME}{_TZ}")
 TIME_RE = re.compile(_TIME)
 STRING_RE = re.compile(r"[ \r\n\t\S]+", re.ASCII)  # Java regex semantics: \s is ASCII
