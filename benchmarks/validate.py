@@ -10,7 +10,6 @@ Also measures the validator's cold-start cost in fresh subprocesses (import + fi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
 import random
 import subprocess

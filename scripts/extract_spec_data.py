@@ -25,7 +25,11 @@ def main(tgz_path: str) -> None:
             if not (name.startswith("package/StructureDefinition-") and name.endswith(".json")):
                 continue
             sd = json.load(tgz.extractfile(member))
-            if sd.get("kind") == "resource" and sd.get("derivation") == "specialization" and not sd.get("abstract"):
+            if (
+                sd.get("kind") == "resource"
+                and sd.get("derivation") == "specialization"
+                and not sd.get("abstract")
+            ):
                 types.append(sd["type"])
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "resource-types.json").write_text(json.dumps(sorted(types), indent=0) + "\n")

@@ -1,7 +1,7 @@
 """`fhirlake` command line: the local data store and tools around it.
 
-    fhirlake serve                   start the embedded data store (make run)
-    fhirlake invoke api EVENT.json   run a Lambda handler on a sample event against the embedded store
+fhirlake serve                   start the embedded data store (make run)
+fhirlake invoke api EVENT.json   run a Lambda handler on a sample event against the embedded store
 """
 
 from __future__ import annotations
@@ -38,11 +38,16 @@ def load_samples(api_url: str, folder: Path) -> tuple[int, int]:
         for path in sorted(folder.glob("*.json*")):
             bundle = _read_json(path)
             for rtype, rid, resource in bundle_resources(bundle):
-                response = http.put(f"{api_url}/{rtype}/{rid}", json=resource,
-                                    headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal"})
+                response = http.put(
+                    f"{api_url}/{rtype}/{rid}",
+                    json=resource,
+                    headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal"},
+                )
                 if response.status_code >= 300:
-                    print(f"  {path.name}: {rtype}/{rid} -> {response.status_code} {response.text[:300]}",
-                          file=sys.stderr)
+                    print(
+                        f"  {path.name}: {rtype}/{rid} -> {response.status_code} {response.text[:300]}",
+                        file=sys.stderr,
+                    )
                 else:
                     resources += 1
             files += 1
@@ -89,8 +94,10 @@ def invoke(args: argparse.Namespace) -> int:
 
     spec = next((f for f in topology.FUNCTIONS if f.role == args.function), None)
     if spec is None:
-        print(f"Unknown function {args.function!r}; known: {', '.join(f.role for f in topology.FUNCTIONS)}",
-              file=sys.stderr)
+        print(
+            f"Unknown function {args.function!r}; known: {', '.join(f.role for f in topology.FUNCTIONS)}",
+            file=sys.stderr,
+        )
         return 2
     event = json.loads(Path(args.event).read_text())
     with LocalRuntime(port=0):
@@ -101,16 +108,23 @@ def invoke(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fhirlake", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="fhirlake", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     p_serve = commands.add_parser("serve", help="start the local data store")
     p_serve.add_argument("--port", type=int, default=int(os.environ.get("FHIRLAKE_PORT", "8080")))
-    p_serve.add_argument("--moto-port", type=int, default=int(os.environ.get("FHIRLAKE_MOTO_PORT", "0")) or None)
-    p_serve.add_argument("--samples", type=Path, default=Path(os.environ.get("FHIRLAKE_SAMPLES", DEFAULT_SAMPLES)))
+    p_serve.add_argument(
+        "--moto-port", type=int, default=int(os.environ.get("FHIRLAKE_MOTO_PORT", "0")) or None
+    )
+    p_serve.add_argument(
+        "--samples", type=Path, default=Path(os.environ.get("FHIRLAKE_SAMPLES", DEFAULT_SAMPLES))
+    )
     p_serve.add_argument("--no-samples", action="store_true", help="start empty")
-    p_serve.add_argument("--access-log", action="store_true", help="print one line per request (no query strings)")
+    p_serve.add_argument(
+        "--access-log", action="store_true", help="print one line per request (no query strings)"
+    )
     p_serve.set_defaults(func=serve)
 
     p_invoke = commands.add_parser("invoke", help="run a handler on an event file against the embedded store")

@@ -91,21 +91,41 @@ RESOURCE_TABLE = TableSpec(
 # ---------------------------------------------------------------------------
 # S3 buckets, by role.
 # ---------------------------------------------------------------------------
-LANDING_BUCKET = BucketSpec("landing", "FHIRLAKE_LANDING_BUCKET", "fhirlake-landing",
-                            "Drop NDJSON / Bundle files here to import them.")
-BLOB_BUCKET = BucketSpec("blobs", "FHIRLAKE_BLOB_BUCKET", "fhirlake-blobs",
-                         "Bodies of resource versions too large for a DynamoDB item.")
-RESULTS_BUCKET = BucketSpec("results", "FHIRLAKE_RESULTS_BUCKET", "fhirlake-results",
-                            "Import job manifests, SUCCESS and FAILURE reports.")
-LAKE_BUCKET = BucketSpec("lake", "FHIRLAKE_LAKE_BUCKET", "fhirlake-lake",
-                         "Analytics lake: one table per resource type, queried by Athena.")
+LANDING_BUCKET = BucketSpec(
+    "landing",
+    "FHIRLAKE_LANDING_BUCKET",
+    "fhirlake-landing",
+    "Drop NDJSON / Bundle files here to import them.",
+)
+BLOB_BUCKET = BucketSpec(
+    "blobs",
+    "FHIRLAKE_BLOB_BUCKET",
+    "fhirlake-blobs",
+    "Bodies of resource versions too large for a DynamoDB item.",
+)
+RESULTS_BUCKET = BucketSpec(
+    "results",
+    "FHIRLAKE_RESULTS_BUCKET",
+    "fhirlake-results",
+    "Import job manifests, SUCCESS and FAILURE reports.",
+)
+LAKE_BUCKET = BucketSpec(
+    "lake",
+    "FHIRLAKE_LAKE_BUCKET",
+    "fhirlake-lake",
+    "Analytics lake: one table per resource type, queried by Athena.",
+)
 BUCKETS = (LANDING_BUCKET, BLOB_BUCKET, RESULTS_BUCKET, LAKE_BUCKET)
 
 # ---------------------------------------------------------------------------
 # Queues.
 # ---------------------------------------------------------------------------
-IMPORT_QUEUE = QueueSpec("import", "FHIRLAKE_IMPORT_QUEUE_URL", "fhirlake-import",
-                         "S3 ObjectCreated notifications of the landing bucket, and import chunks.")
+IMPORT_QUEUE = QueueSpec(
+    "import",
+    "FHIRLAKE_IMPORT_QUEUE_URL",
+    "fhirlake-import",
+    "S3 ObjectCreated notifications of the landing bucket, and import chunks.",
+)
 QUEUES = (IMPORT_QUEUE,)
 
 # ---------------------------------------------------------------------------

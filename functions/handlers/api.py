@@ -13,7 +13,6 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
-
 from fhirlake.api.apigw import request_from_event, result_from_response
 from fhirlake.api.http import Request, json_response
 from fhirlake.bootstrap import build_api
@@ -38,10 +37,17 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         response = _api.handle(request)
     except Exception as exc:  # a bug: answer 500 with an OperationOutcome, log no PHI
-        logger.error("unhandled error", extra={"error_type": type(exc).__name__,
-                                               "trace": traceback.format_tb(exc.__traceback__)})
-        response = json_response(request, 500, FhirError.of(
-            500, "exception", f"Internal error; quote request id {_request_id(event)}").outcome())
+        logger.error(
+            "unhandled error",
+            extra={"error_type": type(exc).__name__, "trace": traceback.format_tb(exc.__traceback__)},
+        )
+        response = json_response(
+            request,
+            500,
+            FhirError.of(
+                500, "exception", f"Internal error; quote request id {_request_id(event)}"
+            ).outcome(),
+        )
     _audit(event, request, response.status)
     metrics.add_metric(name=f"Status{response.status // 100}xx", unit=MetricUnit.Count, value=1)
     return result_from_response(response)

@@ -14,8 +14,15 @@ class FhirHttp:
         self.base = base.rstrip("/")
         self.http = requests.Session()
 
-    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-                raw: bytes | None = None, **params: str) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        **params: str,
+    ) -> requests.Response:
         sent = {"Accept": FHIR_JSON, **(headers or {})}
         data = raw
         if body is not None:

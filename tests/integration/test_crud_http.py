@@ -19,7 +19,12 @@ def fhir(api_url: str) -> FhirHttp:
 
 
 def patient(**extra: object) -> dict:
-    return {"resourceType": "Patient", "active": True, "name": [{"family": "Chalmers", "given": ["Peter"]}], **extra}
+    return {
+        "resourceType": "Patient",
+        "active": True,
+        "name": [{"family": "Chalmers", "given": ["Peter"]}],
+        **extra,
+    }
 
 
 def assert_outcome(response, status: int, code: str | None = None) -> dict:
@@ -106,7 +111,11 @@ def test_concurrent_updates_never_lose_a_version(fhir: FhirHttp, api_url: str) -
     writers = 12
 
     def update(n: int) -> int:
-        return FhirHttp(api_url).put(f"Patient/{rid}", patient(id=rid, birthDate=f"19{10 + n}-01-01")).status_code
+        return (
+            FhirHttp(api_url)
+            .put(f"Patient/{rid}", patient(id=rid, birthDate=f"19{10 + n}-01-01"))
+            .status_code
+        )
 
     with ThreadPoolExecutor(max_workers=writers) as pool:
         statuses = list(pool.map(update, range(writers)))
@@ -123,9 +132,15 @@ def test_concurrent_if_match_updates_one_wins(fhir: FhirHttp, api_url: str) -> N
     rid = fhir.post("Patient", patient()).json()["id"]
 
     def update(n: int) -> int:
-        return FhirHttp(api_url).put(
-            f"Patient/{rid}", patient(id=rid, gender="other" if n % 2 else "male"), headers={"If-Match": 'W/"1"'}
-        ).status_code
+        return (
+            FhirHttp(api_url)
+            .put(
+                f"Patient/{rid}",
+                patient(id=rid, gender="other" if n % 2 else "male"),
+                headers={"If-Match": 'W/"1"'},
+            )
+            .status_code
+        )
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(update, range(8)))
@@ -178,7 +193,9 @@ def test_format_and_accept_negotiation(fhir: FhirHttp) -> None:
     rid = fhir.post("Patient", patient()).json()["id"]
     plain = fhir.get(f"Patient/{rid}", headers={"Accept": "application/json"})
     assert plain.status_code == 200 and plain.headers["Content-Type"].startswith("application/json")
-    assert fhir.get(f"Patient/{rid}", _format="json").headers["Content-Type"].startswith("application/fhir+json")
+    assert (
+        fhir.get(f"Patient/{rid}", _format="json").headers["Content-Type"].startswith("application/fhir+json")
+    )
     assert fhir.get(f"Patient/{rid}", headers={"Accept": "*/*"}).status_code == 200
     assert_outcome(fhir.get(f"Patient/{rid}", headers={"Accept": "application/fhir+xml"}), 406)
     assert_outcome(fhir.get(f"Patient/{rid}", _format="xml"), 406)
@@ -221,8 +238,12 @@ def test_wrong_method_is_405(fhir: FhirHttp) -> None:
 
 
 def test_body_over_limit_is_413(fhir: FhirHttp) -> None:
-    huge = patient(text={"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">"
-                         + "x" * (6 * 1024 * 1024) + "</div>"})
+    huge = patient(
+        text={
+            "status": "generated",
+            "div": '<div xmlns="http://www.w3.org/1999/xhtml">' + "x" * (6 * 1024 * 1024) + "</div>",
+        }
+    )
     assert_outcome(fhir.post("Patient", huge), 413)
 
 
@@ -243,7 +264,9 @@ def test_resource_larger_than_a_dynamodb_item_round_trips(fhir: FhirHttp, runtim
     updated = fhir.put(f"Binary/{rid}", {**binary, "id": rid, "contentType": "application/pdf"})
     assert updated.status_code == 200
     assert fhir.get(f"Binary/{rid}/_history/1").json()["data"] == data
-    blobs = runtime.client("s3").list_objects_v2(Bucket=runtime.resources.buckets["blobs"], Prefix=f"default/Binary/{rid}/")
+    blobs = runtime.client("s3").list_objects_v2(
+        Bucket=runtime.resources.buckets["blobs"], Prefix=f"default/Binary/{rid}/"
+    )
     assert blobs["KeyCount"] == 2  # both versions' bodies live in S3
 
 
@@ -293,7 +316,9 @@ def test_system_history_includes_all_types(fhir: FhirHttp) -> None:
 
 def test_history_paging_is_stable_under_concurrent_writes(fhir: FhirHttp) -> None:
     rtype = "Substance"
-    ids = [fhir.post(rtype, {"resourceType": rtype, "code": {"text": f"s{n}"}}).json()["id"] for n in range(4)]
+    ids = [
+        fhir.post(rtype, {"resourceType": rtype, "code": {"text": f"s{n}"}}).json()["id"] for n in range(4)
+    ]
     page1 = fhir.get(f"{rtype}/_history", _count="2").json()
     fhir.post(rtype, {"resourceType": rtype, "code": {"text": "late"}})  # lands before page 1
     next_url = next(link["url"] for link in page1["link"] if link["relation"] == "next")

@@ -6,10 +6,9 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from fhirlake.config import Settings
 from fhirlake.local.provision import Provisioned, provision
+from moto import mock_aws
 
 
 @pytest.fixture

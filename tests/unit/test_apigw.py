@@ -25,15 +25,20 @@ def test_custom_domain_base_path_and_configured_base_url() -> None:
     event["headers"]["Host"] = "fhir.example.org"
     event["requestContext"]["path"] = "/r4/Patient/example"
     assert request_from_event(event).base_url == "https://fhir.example.org/r4"
-    assert request_from_event(event, "https://api.example.org/fhir").base_url == "https://api.example.org/fhir"
+    assert (
+        request_from_event(event, "https://api.example.org/fhir").base_url == "https://api.example.org/fhir"
+    )
 
 
 def test_multi_value_query_and_base64_body() -> None:
     event = {
-        "httpMethod": "POST", "path": "/Patient", "pathParameters": {"proxy": "Patient"},
+        "httpMethod": "POST",
+        "path": "/Patient",
+        "pathParameters": {"proxy": "Patient"},
         "multiValueQueryStringParameters": {"_tag": ["a", "b"]},
         "headers": {"Host": "h", "Content-Type": "application/fhir+json"},
-        "body": base64.b64encode(b'{"resourceType":"Patient"}').decode(), "isBase64Encoded": True,
+        "body": base64.b64encode(b'{"resourceType":"Patient"}').decode(),
+        "isBase64Encoded": True,
         "requestContext": {"path": "/Patient"},
     }
     request = request_from_event(event)

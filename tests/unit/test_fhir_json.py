@@ -1,13 +1,22 @@
 from __future__ import annotations
 
 import pytest
-
 from fhirlake.fhir.json import dumps, loads
 from fhirlake.fhir.outcome import FhirError
 
 
-@pytest.mark.parametrize("text", [b'{"v":1.50}', b'{"v":1e3}', b'{"v":-0.000}', b'{"v":0.12345678901234567890}',
-                                  b'{"v":12345678901234567890}', b'{"v":2.5}', b'{"v":[1,2.0,3]}'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"v":1.50}',
+        b'{"v":1e3}',
+        b'{"v":-0.000}',
+        b'{"v":0.12345678901234567890}',
+        b'{"v":12345678901234567890}',
+        b'{"v":2.5}',
+        b'{"v":[1,2.0,3]}',
+    ],
+)
 def test_numbers_keep_their_exact_text(text: bytes) -> None:
     assert dumps(loads(text)) == text
 

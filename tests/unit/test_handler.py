@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from fhirlake.local.lambda_context import LocalLambdaContext
 
 EVENTS = Path(__file__).resolve().parents[2] / "events" / "api"
@@ -29,9 +28,20 @@ def invoke(handler, name: str) -> dict:
 
 
 def test_every_sample_event_gets_a_fhir_answer(handler) -> None:
-    expected = {"metadata": 200, "update": 201, "update-if-match": 200, "read": 200, "vread": 200,
-                "history-instance": 200, "history-type": 200, "history-system": 200, "validate": 200,
-                "create": 201, "delete": 204, "error-unknown-type": 404}
+    expected = {
+        "metadata": 200,
+        "update": 201,
+        "update-if-match": 200,
+        "read": 200,
+        "vread": 200,
+        "history-instance": 200,
+        "history-type": 200,
+        "history-system": 200,
+        "validate": 200,
+        "create": 201,
+        "delete": 204,
+        "error-unknown-type": 404,
+    }
     for name, status in expected.items():
         result = invoke(handler, name)
         assert result["statusCode"] == status, (name, result["body"][:500])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
 from fhirlake.bootstrap import build_store
 from fhirlake.config import Settings
 from fhirlake.fhir.outcome import FhirError
@@ -62,8 +61,11 @@ def test_type_mismatch_and_unknown_type(service: ResourceService) -> None:
 
 def test_update_versions_and_last_updated_never_go_backwards(store) -> None:
     # The second writer's clock is behind the first: lastUpdated still increases.
-    service = ResourceService(store, get_validator("strict"),
-                              clock=fixed_clock("2026-01-01T00:00:05.000Z", "2026-01-01T00:00:01.000Z"))
+    service = ResourceService(
+        store,
+        get_validator("strict"),
+        clock=fixed_clock("2026-01-01T00:00:05.000Z", "2026-01-01T00:00:01.000Z"),
+    )
     first = service.update("Patient", "p1", {**PATIENT, "id": "p1"}, None)
     second = service.update("Patient", "p1", {**PATIENT, "id": "p1", "active": False}, None)
     assert first.created and not second.created
@@ -95,8 +97,14 @@ class RacingStore:
     def put(self, version: StoredVersion) -> None:
         if self.losses:
             self.losses -= 1
-            rival = StoredVersion(version.resource_type, version.id, version.version_id, version.last_updated,
-                                  "PUT", {**version.resource, "active": False})
+            rival = StoredVersion(
+                version.resource_type,
+                version.id,
+                version.version_id,
+                version.last_updated,
+                "PUT",
+                {**version.resource, "active": False},
+            )
             self.inner.put(rival)  # the concurrent writer's version lands first
         self.inner.put(version)
 
@@ -127,7 +135,9 @@ def test_endless_contention_gives_409(store) -> None:
 
 
 def test_store_put_is_conditional(store) -> None:
-    version = StoredVersion("Patient", "p6", 1, "2026-01-01T00:00:00.000Z", "PUT", {"resourceType": "Patient"})
+    version = StoredVersion(
+        "Patient", "p6", 1, "2026-01-01T00:00:00.000Z", "PUT", {"resourceType": "Patient"}
+    )
     store.put(version)
     with pytest.raises(VersionConflict):
         store.put(version)
@@ -162,8 +172,12 @@ def test_large_bodies_go_to_s3_transparently(service: ResourceService, store, aw
 def test_history_levels_and_paging(service: ResourceService) -> None:
     for n in range(3):
         service.update("Patient", f"h{n}", {**PATIENT, "id": f"h{n}"}, None)
-        service.update("Observation", f"o{n}", {"resourceType": "Observation", "id": f"o{n}", "status": "final",
-                                                "code": {"text": "t"}}, None)
+        service.update(
+            "Observation",
+            f"o{n}",
+            {"resourceType": "Observation", "id": f"o{n}", "status": "final", "code": {"text": "t"}},
+            None,
+        )
     service.delete("Patient", "h0", None)
     page = service.history("Patient", None, count=2, since=None, cursor=None)
     assert [(v.id, v.version_id) for v in page.versions] == [("h0", 2), ("h2", 1)]

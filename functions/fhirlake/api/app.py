@@ -67,7 +67,9 @@ class FhirApi:
             allow = ", ".join(sorted(methods)) or "none"
             raise FhirError(
                 405,
-                FhirError.of(405, "not-supported", f"{request.method} is not allowed here (allowed: {allow})").issues,
+                FhirError.of(
+                    405, "not-supported", f"{request.method} is not allowed here (allowed: {allow})"
+                ).issues,
                 headers={"Allow": allow},
             )
         return handler(request, parts)
@@ -86,8 +88,12 @@ class FhirApi:
         check_type(head)
         tail = parts[1:]
         if n == 1:
-            return {"POST": self._create, "GET": self._not_yet("search"), "PUT": self._not_yet("conditional update"),
-                    "DELETE": self._not_yet("conditional delete")}
+            return {
+                "POST": self._create,
+                "GET": self._not_yet("search"),
+                "PUT": self._not_yet("conditional update"),
+                "DELETE": self._not_yet("conditional delete"),
+            }
         if tail == ["_history"]:
             return {"GET": self._history}
         if tail == ["_search"]:
@@ -132,7 +138,9 @@ class FhirApi:
         tombstone = self._service.delete(parts[0], parts[1], request.header("if-match"))
         headers = {"ETag": f'W/"{tombstone.version_id}"'} if tombstone else {}
         if _prefer_return(request) == "OperationOutcome":
-            message = f"{parts[0]}/{parts[1]} deleted" if tombstone else f"{parts[0]}/{parts[1]} did not exist"
+            message = (
+                f"{parts[0]}/{parts[1]} deleted" if tombstone else f"{parts[0]}/{parts[1]} did not exist"
+            )
             outcome = operation_outcome([Issue("information", "informational", message)])
             return json_response(request, 200, outcome, headers)
         return Response(204, headers)
@@ -142,7 +150,9 @@ class FhirApi:
         resource_id = parts[1] if len(parts) == 3 else None
         unknown = sorted({k for k, _ in request.query} - _HISTORY_PARAMS)
         if unknown:
-            raise FhirError.of(400, "not-supported", f"Unsupported history parameter(s): {', '.join(unknown)}")
+            raise FhirError.of(
+                400, "not-supported", f"Unsupported history parameter(s): {', '.join(unknown)}"
+            )
         count = _count(request.param("_count"))
         since = _since(request.param("_since"))
         try:
@@ -179,14 +189,21 @@ class FhirApi:
             # Nothing in fhirlake forbids deleting a resource (no referential integrity rules).
             return json_response(request, 200, operation_outcome([]))
         issues = self._validator.validate(resource, expected_type=resource_type)
-        if mode == "update" and isinstance(resource, dict) and len(parts) >= 2 and resource.get("id") != parts[1]:
+        if (
+            mode == "update"
+            and isinstance(resource, dict)
+            and len(parts) >= 2
+            and resource.get("id") != parts[1]
+        ):
             issues.append(Issue("error", "invalid", "The resource id must equal the id in the URL", "id"))
         return json_response(request, 200, operation_outcome(issues))
 
     @staticmethod
     def _not_yet(feature: str) -> Handler:
         def handler(_request: Request, _parts: list[str]) -> Response:
-            raise FhirError.of(501, "not-supported", f"{feature[0].upper()}{feature[1:]} is not supported yet")
+            raise FhirError.of(
+                501, "not-supported", f"{feature[0].upper()}{feature[1:]} is not supported yet"
+            )
 
         return handler
 
@@ -194,16 +211,16 @@ class FhirApi:
     def _body(self, request: Request) -> Any:
         check_body_media_type(request)
         if len(request.body) > self._max_body_bytes:
-            raise FhirError.of(413, "too-costly", f"The body exceeds the limit of {self._max_body_bytes} bytes")
+            raise FhirError.of(
+                413, "too-costly", f"The body exceeds the limit of {self._max_body_bytes} bytes"
+            )
         if not request.body.strip():
             raise FhirError.of(400, "required", "A request body with a FHIR resource is required")
         return fhir_json.loads(request.body)
 
     def _write_response(self, request: Request, version: StoredVersion, status: int) -> Response:
         headers = _version_headers(request, version)
-        headers["Location"] = (
-            f"{request.base_url}/{version.resource_type}/{version.id}/_history/{version.version_id}"
-        )
+        headers["Location"] = version_url(request.base_url, version)
         prefer = _prefer_return(request)
         if prefer == "minimal":
             return Response(status, headers)
@@ -217,8 +234,12 @@ def _version_headers(request: Request, version: StoredVersion) -> dict[str, str]
     return {
         "ETag": f'W/"{version.version_id}"',
         "Last-Modified": http_date(version.last_updated),
-        "Content-Location": f"{request.base_url}/{version.resource_type}/{version.id}/_history/{version.version_id}",
+        "Content-Location": version_url(request.base_url, version),
     }
+
+
+def version_url(base_url: str, version: StoredVersion) -> str:
+    return f"{base_url}/{version.resource_type}/{version.id}/_history/{version.version_id}"
 
 
 def _not_modified(request: Request, version: StoredVersion) -> bool:

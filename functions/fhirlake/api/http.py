@@ -12,7 +12,12 @@ FHIR_JSON = "application/fhir+json"
 PLAIN_JSON = "application/json"
 _JSON_TYPES = {FHIR_JSON, PLAIN_JSON, "text/json"}
 _XML_TYPES = {"application/fhir+xml", "application/xml", "text/xml", "xml"}
-_FORMAT_ALIASES = {"json": FHIR_JSON, "xml": "application/fhir+xml", "html": "text/html", "ttl": "text/turtle"}
+_FORMAT_ALIASES = {
+    "json": FHIR_JSON,
+    "xml": "application/fhir+xml",
+    "html": "text/html",
+    "ttl": "text/turtle",
+}
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,9 @@ def check_body_media_type(request: Request) -> None:
     raise FhirError.of(415, "not-supported", "Unsupported Content-Type: send application/fhir+json")
 
 
-def json_response(request: Request, status: int, body: object, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    request: Request, status: int, body: object, headers: dict[str, str] | None = None
+) -> Response:
     """Serialise ``body`` as the negotiated JSON type; never fails negotiation for error bodies."""
     try:
         media = response_media_type(request)

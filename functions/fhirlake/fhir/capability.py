@@ -12,7 +12,10 @@ TYPE_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "h
 
 
 def capability_statement(base_url: str) -> dict[str, Any]:
-    validate_op = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+    validate_op = {
+        "name": "validate",
+        "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+    }
     resources = [
         {
             "type": rtype,
@@ -42,7 +45,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Deployed behind Amazon API Gateway; requests are signed with AWS SigV4 (IAM).",
+                "documentation": "Behind Amazon API Gateway; requests are signed with AWS SigV4 (IAM).",
                 "security": {
                     "cors": False,
                     "description": "AWS IAM (SigV4) authorization on every request.",

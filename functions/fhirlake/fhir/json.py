@@ -53,7 +53,9 @@ def loads(raw: bytes | str) -> Any:
         return json.loads(data, parse_float=JsonDecimal)
     except json.JSONDecodeError as exc:
         raise FhirError.of(
-            400, "structure", f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+            400,
+            "structure",
+            f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
         ) from None
     except (UnicodeDecodeError, RecursionError):
         raise FhirError.of(400, "structure", "The body is not valid UTF-8 JSON") from None

@@ -29,7 +29,9 @@ def _rewrite(value: Any, mapping: dict[str, str]) -> Any:
 
 def bundle_resources(bundle: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """(type, id, resource) for every entry resource, with internal references resolved."""
-    entries = [e for e in bundle.get("entry", []) if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    entries = [
+        e for e in bundle.get("entry", []) if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+    ]
     mapping: dict[str, str] = {}
     planned: list[tuple[str, str, dict[str, Any]]] = []
     for entry in entries:

@@ -20,8 +20,16 @@ LambdaHandler = Callable[[dict[str, Any], Any], Any]
 
 
 class SqsPoller:
-    def __init__(self, sqs: Any, queue_url: str, queue_arn: str, handler: LambdaHandler, function_name: str,
-                 batch_size: int = 10, region: str = "us-east-1") -> None:
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        queue_arn: str,
+        handler: LambdaHandler,
+        function_name: str,
+        batch_size: int = 10,
+        region: str = "us-east-1",
+    ) -> None:
         self._sqs, self._url, self._arn = sqs, queue_url, queue_arn
         self._handler, self._name = handler, function_name
         self._batch_size, self._region = batch_size, region
@@ -37,8 +45,11 @@ class SqsPoller:
 
     def poll_once(self, wait_seconds: int = 1) -> int:
         resp = self._sqs.receive_message(
-            QueueUrl=self._url, MaxNumberOfMessages=self._batch_size, WaitTimeSeconds=wait_seconds,
-            AttributeNames=["All"], MessageAttributeNames=["All"],
+            QueueUrl=self._url,
+            MaxNumberOfMessages=self._batch_size,
+            WaitTimeSeconds=wait_seconds,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
         )
         messages = resp.get("Messages", [])
         if not messages:
@@ -51,8 +62,10 @@ class SqsPoller:
             failed = {m["MessageId"] for m in messages}
         done = [m for m in messages if m["MessageId"] not in failed]
         if done:
-            self._sqs.delete_message_batch(QueueUrl=self._url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
+            self._sqs.delete_message_batch(
+                QueueUrl=self._url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )
         return len(messages)
 
     def _record(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -77,8 +90,15 @@ class SqsPoller:
 
 
 class StreamPoller:
-    def __init__(self, streams: Any, stream_arn: str, handler: LambdaHandler, function_name: str,
-                 batch_size: int = 100, region: str = "us-east-1") -> None:
+    def __init__(
+        self,
+        streams: Any,
+        stream_arn: str,
+        handler: LambdaHandler,
+        function_name: str,
+        batch_size: int = 100,
+        region: str = "us-east-1",
+    ) -> None:
         self._streams, self._arn = streams, stream_arn
         self._handler, self._name = handler, function_name
         self._batch_size, self._region = batch_size, region
@@ -100,7 +120,8 @@ class StreamPoller:
             shard_id = shard["ShardId"]
             if shard_id not in self._iterators:
                 self._iterators[shard_id] = self._streams.get_shard_iterator(
-                    StreamArn=self._arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+                    StreamArn=self._arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+                )["ShardIterator"]
             iterator = self._iterators[shard_id]
             if iterator is None:
                 continue
@@ -108,7 +129,9 @@ class StreamPoller:
             records = resp.get("Records", [])
             if records:
                 event = {"Records": [self._record(r) for r in records]}
-                self._handler(event, LocalLambdaContext(function_name=self._name))  # raises: retried next poll
+                self._handler(
+                    event, LocalLambdaContext(function_name=self._name)
+                )  # raises: retried next poll
                 delivered += len(records)
             self._iterators[shard_id] = resp.get("NextShardIterator")
         return delivered

@@ -22,7 +22,9 @@ LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 API_GATEWAY_PAYLOAD_LIMIT = 10 * 1024 * 1024
 
 
-def build_event(method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str) -> dict[str, Any]:
+def build_event(
+    method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str
+) -> dict[str, Any]:
     split = urlsplit(raw_path)
     path = split.path or "/"
     multi_query: dict[str, list[str]] = {}
@@ -60,8 +62,12 @@ def build_event(method: str, raw_path: str, headers: dict[str, str], body: bytes
             "accountId": "000000000000",
             "apiId": "local",
             "protocol": "HTTP/1.1",
-            "identity": {"sourceIp": source_ip, "userArn": "arn:aws:iam::000000000000:user/local",
-                         "caller": "local", "userAgent": headers.get("User-Agent")},
+            "identity": {
+                "sourceIp": source_ip,
+                "userArn": "arn:aws:iam::000000000000:user/local",
+                "caller": "local",
+                "userAgent": headers.get("User-Agent"),
+            },
         },
         "body": text if body else None,
         "isBase64Encoded": is_b64,
@@ -111,11 +117,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         # The handler writes the audit log; the access line carries no query string (PHI).
         if self.server.access_log:
-            print(f"{time.strftime('%H:%M:%S')} {self.command} {urlsplit(self.path).path} {args[1] if len(args) > 1 else ''}",
-                  flush=True)
+            status = args[1] if len(args) > 1 else ""
+            path = urlsplit(self.path).path
+            print(f"{time.strftime('%H:%M:%S')} {self.command} {path} {status}", flush=True)
 
 
 class _FrontServer(ThreadingHTTPServer):
@@ -129,8 +136,13 @@ class _FrontServer(ThreadingHTTPServer):
 
 
 class HttpFront:
-    def __init__(self, lambda_handler: LambdaHandler, host: str = "127.0.0.1", port: int = 8080,
-                 access_log: bool = False) -> None:
+    def __init__(
+        self,
+        lambda_handler: LambdaHandler,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        access_log: bool = False,
+    ) -> None:
         self._server = _FrontServer((host, port), lambda_handler, access_log)
         self._thread = threading.Thread(target=self._server.serve_forever, name="fhirlake-http", daemon=True)
 

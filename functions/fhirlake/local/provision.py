@@ -45,8 +45,10 @@ def provision(session: boto3.Session, endpoint_url: str) -> Provisioned:
     create: dict[str, Any] = dict(
         TableName=table.local_name,
         BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": k.name, "AttributeType": k.type} for k in sorted(
-            attributes, key=lambda k: k.name)],
+        AttributeDefinitions=[
+            {"AttributeName": k.name, "AttributeType": k.type}
+            for k in sorted(attributes, key=lambda k: k.name)
+        ],
         KeySchema=[
             {"AttributeName": table.partition.name, "KeyType": "HASH"},
             {"AttributeName": table.sort.name, "KeyType": "RANGE"},
@@ -74,8 +76,16 @@ def provision(session: boto3.Session, endpoint_url: str) -> Provisioned:
         s3.create_bucket(Bucket=spec.local_name)
         s3.put_bucket_encryption(
             Bucket=spec.local_name,
-            ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {
-                "SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_id}}]},
+            ServerSideEncryptionConfiguration={
+                "Rules": [
+                    {
+                        "ApplyServerSideEncryptionByDefault": {
+                            "SSEAlgorithm": "aws:kms",
+                            "KMSMasterKeyID": key_id,
+                        }
+                    }
+                ]
+            },
         )
         s3.put_bucket_versioning(Bucket=spec.local_name, VersioningConfiguration={"Status": "Enabled"})
         buckets[spec.role] = spec.local_name
@@ -84,13 +94,16 @@ def provision(session: boto3.Session, endpoint_url: str) -> Provisioned:
     queue_urls, dead_letter_urls = {}, {}
     for spec in topology.QUEUES:
         dlq_url = sqs.create_queue(QueueName=f"{spec.local_name}-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
         url = sqs.create_queue(
             QueueName=spec.local_name,
             Attributes={
                 "VisibilityTimeout": str(spec.visibility_timeout_seconds),
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
-                                             "maxReceiveCount": str(spec.max_receive_count)}),
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(spec.max_receive_count)}
+                ),
             },
         )["QueueUrl"]
         queue_urls[spec.role], dead_letter_urls[spec.role] = url, dlq_url
@@ -101,7 +114,9 @@ def provision(session: boto3.Session, endpoint_url: str) -> Provisioned:
     )["Attributes"]["QueueArn"]
     s3.put_bucket_notification_configuration(
         Bucket=buckets[topology.LANDING_BUCKET.role],
-        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": import_arn, "Events": ["s3:ObjectCreated:*"]}]},
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": import_arn, "Events": ["s3:ObjectCreated:*"]}]
+        },
     )
     return Provisioned(
         kms_key_id=key_id,

@@ -39,8 +39,14 @@ def load_handler(dotted: str) -> Callable[[dict[str, Any], Any], Any]:
 
 
 class LocalRuntime:
-    def __init__(self, port: int = 8080, moto_port: int | None = None, host: str = "127.0.0.1",
-                 settings: dict[str, str] | None = None, access_log: bool = False) -> None:
+    def __init__(
+        self,
+        port: int = 8080,
+        moto_port: int | None = None,
+        host: str = "127.0.0.1",
+        settings: dict[str, str] | None = None,
+        access_log: bool = False,
+    ) -> None:
         self._host = host
         self._port = port
         self._moto_port = moto_port or free_port()
@@ -61,14 +67,15 @@ class LocalRuntime:
         return self._front.url
 
     def session(self) -> boto3.Session:
-        return boto3.Session(region_name=LOCAL_REGION, aws_access_key_id="local", aws_secret_access_key="local")
+        return boto3.Session(
+            region_name=LOCAL_REGION, aws_access_key_id="local", aws_secret_access_key="local"
+        )
 
     def client(self, service: str) -> Any:
         return self.session().client(service, endpoint_url=self.moto_url)
 
     def start(self) -> LocalRuntime:
         from moto.server import ThreadedMotoServer
-
         from werkzeug.serving import WSGIRequestHandler
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
@@ -81,17 +88,19 @@ class LocalRuntime:
         # The handlers read exactly the variables the CDK sets on the Lambda functions; the SDK's
         # standard AWS_ENDPOINT_URL sends their calls to moto.
         os.environ.update(_LOCAL_CREDENTIALS)
-        os.environ.update({
-            "AWS_DEFAULT_REGION": LOCAL_REGION,
-            "AWS_REGION": LOCAL_REGION,
-            "AWS_ENDPOINT_URL": self.moto_url,
-            "POWERTOOLS_SERVICE_NAME": "fhirlake",
-            "POWERTOOLS_METRICS_NAMESPACE": "fhirlake",
-            "POWERTOOLS_METRICS_DISABLED": "true",
-            "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
-            **self.resources.environment(),
-            **self._settings,
-        })
+        os.environ.update(
+            {
+                "AWS_DEFAULT_REGION": LOCAL_REGION,
+                "AWS_REGION": LOCAL_REGION,
+                "AWS_ENDPOINT_URL": self.moto_url,
+                "POWERTOOLS_SERVICE_NAME": "fhirlake",
+                "POWERTOOLS_METRICS_NAMESPACE": "fhirlake",
+                "POWERTOOLS_METRICS_DISABLED": "true",
+                "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+                **self.resources.environment(),
+                **self._settings,
+            }
+        )
         # Metrics are disabled locally (no CloudWatch); Powertools warns on every empty flush.
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         self._start_functions()
@@ -108,11 +117,20 @@ class LocalRuntime:
             elif kind == "queue":
                 sqs = self.client("sqs")
                 url = self.resources.queue_urls[target]
-                arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+                arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+                    "QueueArn"
+                ]
                 self._pollers.append(SqsPoller(sqs, url, arn, handler, function.role, region=LOCAL_REGION))
             elif kind == "stream" and self.resources.table_stream_arn:
-                self._pollers.append(StreamPoller(self.client("dynamodbstreams"), self.resources.table_stream_arn,
-                                                  handler, function.role, region=LOCAL_REGION))
+                self._pollers.append(
+                    StreamPoller(
+                        self.client("dynamodbstreams"),
+                        self.resources.table_stream_arn,
+                        handler,
+                        function.role,
+                        region=LOCAL_REGION,
+                    )
+                )
         for poller in self._pollers:
             poller.start()
 

@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-
 import orjson
 from botocore.exceptions import ClientError
 
@@ -135,10 +134,7 @@ class DynamoResourceStore:
     def _from_item(self, item: dict[str, Any]) -> StoredVersion:
         resource = None
         if not item.get("deleted", {}).get("BOOL"):
-            if "body_key" in item:
-                body = self._blobs.get(item["body_key"]["S"])
-            else:
-                body = item["body"]["B"]
+            body = self._blobs.get(item["body_key"]["S"]) if "body_key" in item else item["body"]["B"]
             resource = fhir_json.loads(zlib.decompress(body))
         return StoredVersion(
             resource_type=item["type"]["S"],
@@ -165,14 +161,23 @@ class DynamoResourceStore:
             return self._instance_history(resource_type, resource_id, count, since, position, scope)
         if resource_type:
             index_keys = self._index_page(
-                TYPE_HISTORY_INDEX.name, "gsi1pk", "gsi1sk",
-                [keys.type_history_pk(self._tenant, resource_type)], count, since, position,
+                TYPE_HISTORY_INDEX.name,
+                "gsi1pk",
+                "gsi1sk",
+                [keys.type_history_pk(self._tenant, resource_type)],
+                count,
+                since,
+                position,
             )
         else:
             index_keys = self._index_page(
-                SYSTEM_HISTORY_INDEX.name, "gsi2pk", "gsi2sk",
+                SYSTEM_HISTORY_INDEX.name,
+                "gsi2pk",
+                "gsi2sk",
                 [keys.system_history_pk(self._tenant, s) for s in range(SYSTEM_HISTORY_SHARDS)],
-                count, since, position,
+                count,
+                since,
+                position,
             )
         page = index_keys[:count]
         versions = self._batch_get([k for _, k in page])
@@ -180,7 +185,12 @@ class DynamoResourceStore:
         return HistoryPage(versions, next_cursor)
 
     def _instance_history(
-        self, resource_type: str, resource_id: str, count: int, since: str | None, position: str | None,
+        self,
+        resource_type: str,
+        resource_id: str,
+        count: int,
+        since: str | None,
+        position: str | None,
         scope: str,
     ) -> HistoryPage:
         upper = position or keys.LAST_VERSION_KEY
@@ -233,8 +243,11 @@ class DynamoResourceStore:
                 condition = f"{pk_name} = :pk"
             found: list[tuple[str, dict[str, Any]]] = []
             kwargs: dict[str, Any] = dict(
-                TableName=self._table, IndexName=index, KeyConditionExpression=condition,
-                ExpressionAttributeValues=values, ScanIndexForward=False,
+                TableName=self._table,
+                IndexName=index,
+                KeyConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                ScanIndexForward=False,
             )
             while len(found) < count + 1:
                 kwargs["Limit"] = count + 2 - len(found)
@@ -266,7 +279,8 @@ class DynamoResourceStore:
                 for item in resp.get("Responses", {}).get(self._table, []):
                     found[(item["pk"]["S"], item["sk"]["S"])] = item
                 request = resp.get("UnprocessedKeys") or {}
-        return [self._from_item(found[(k["pk"]["S"], k["sk"]["S"])]) for k in wanted
-                if (k["pk"]["S"], k["sk"]["S"]) in found]
-
-
+        return [
+            self._from_item(found[(k["pk"]["S"], k["sk"]["S"])])
+            for k in wanted
+            if (k["pk"]["S"], k["sk"]["S"]) in found
+        ]

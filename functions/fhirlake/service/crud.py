@@ -89,19 +89,29 @@ class ResourceService:
             raise FhirError.of(409, "conflict", "Id collision; retry the create") from None
         return WriteResult(version, created=True)
 
-    def update(self, resource_type: str, resource_id: str, resource: Any, if_match: str | None) -> WriteResult:
+    def update(
+        self, resource_type: str, resource_id: str, resource: Any, if_match: str | None
+    ) -> WriteResult:
         check_type(resource_type)
         if not is_valid_id(resource_id):
-            raise FhirError.of(400, "value", "The id in the URL is not a valid FHIR id", f"{resource_type}.id")
+            raise FhirError.of(
+                400, "value", "The id in the URL is not a valid FHIR id", f"{resource_type}.id"
+            )
         if isinstance(resource, dict) and resource.get("id") != resource_id:
             raise FhirError.of(
-                400, "invalid", "The resource id must be present and equal to the id in the URL",
+                400,
+                "invalid",
+                "The resource id must be present and equal to the id in the URL",
                 f"{resource_type}.id",
             )
         self._validate(resource, resource_type)
         expected = parse_etag(if_match) if if_match is not None else None
-        return self._write(resource_type, resource_id, expected, lambda vid, lu: self._stamp(
-            resource_type, resource_id, resource, vid, lu, "PUT"))
+        return self._write(
+            resource_type,
+            resource_id,
+            expected,
+            lambda vid, lu: self._stamp(resource_type, resource_id, resource, vid, lu, "PUT"),
+        )
 
     def delete(self, resource_type: str, resource_id: str, if_match: str | None) -> StoredVersion | None:
         """Write a tombstone; returns it, the earlier tombstone, or None if the resource never existed."""
@@ -114,8 +124,12 @@ class ResourceService:
             if expected is not None and (current is None or current.version_id != expected):
                 raise precondition_failed(resource_type, resource_id)
             return current  # idempotent: nothing (more) to delete
-        return self._write(resource_type, resource_id, expected, lambda vid, lu: StoredVersion(
-            resource_type, resource_id, vid, lu, "DELETE", None)).version
+        return self._write(
+            resource_type,
+            resource_id,
+            expected,
+            lambda vid, lu: StoredVersion(resource_type, resource_id, vid, lu, "DELETE", None),
+        ).version
 
     def _write(
         self,
@@ -138,7 +152,9 @@ class ResourceService:
                     raise precondition_failed(resource_type, resource_id) from None
                 continue  # a concurrent writer won; apply ours on top of theirs
             return WriteResult(version, created=current is None or current.deleted)
-        raise FhirError.of(409, "conflict", f"{resource_type}/{resource_id} is being updated concurrently; retry")
+        raise FhirError.of(
+            409, "conflict", f"{resource_type}/{resource_id} is being updated concurrently; retry"
+        )
 
     def _validate(self, resource: Any, resource_type: str) -> None:
         issues = self._validator.validate(resource, expected_type=resource_type)
@@ -147,11 +163,19 @@ class ResourceService:
 
     @staticmethod
     def _stamp(
-        resource_type: str, resource_id: str, resource: dict[str, Any], version_id: int, last_updated: str,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        version_id: int,
+        last_updated: str,
         method: Method,
     ) -> StoredVersion:
         previous_meta = resource.get("meta")
-        meta = {**(previous_meta if isinstance(previous_meta, dict) else {}), "versionId": str(version_id), "lastUpdated": last_updated}
+        meta = {
+            **(previous_meta if isinstance(previous_meta, dict) else {}),
+            "versionId": str(version_id),
+            "lastUpdated": last_updated,
+        }
         body = {"resourceType": resource_type, "id": resource_id, "meta": meta}
         body.update((k, v) for k, v in resource.items() if k not in body)
         return StoredVersion(resource_type, resource_id, version_id, last_updated, method, body)
@@ -183,5 +207,5 @@ def parse_etag(value: str) -> int:
         text = text[2:]
     text = text.strip('"')
     if not text.isdigit() or len(text) > 10:
-        raise FhirError.of(412, "conflict", "If-Match must be a version ETag such as W/\"3\"")
+        raise FhirError.of(412, "conflict", 'If-Match must be a version ETag such as W/"3"')
     return int(text)
