@@ -156,3 +156,21 @@ def test_bad_required_codes(data: st.DataObject, bad: str) -> None:
     many = node.props[key].many
     obj[key] = [bad] if many else bad
     assert f"{path}.{key}" + ("[0]" if many else "") in _expressions(resource)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=20,
+)
+
+
+@SETTINGS
+@given(st.data(), JSON)
+def test_random_json_never_breaks_the_validator(data: st.DataObject, junk: Any) -> None:
+    resource, locs = _pick(data)
+    obj, key, _, _ = data.draw(st.sampled_from(locs))
+    obj[key] = junk
+    for level in ("minimal", "structure-only", "strict"):
+        issues = get_validator(level).validate(resource)
+        assert all(i.code != "exception" for i in issues)

@@ -474,7 +474,7 @@ class Run:
                 continue
             seen = True
             system = c.get("system")
-            if system is None:
+            if type(system) is not str:  # absent (or malformed, reported by the structure walk)
                 if code in codes:
                     return
             elif code in systems.get(system, ()):
@@ -532,6 +532,8 @@ class R4Validator:
             run.resource(resource, rtype, contained=False)
         except RecursionError:
             run.err("structure", "Resource is nested too deeply", rtype)
+        except Exception:  # a validator bug must not become a 500; tests assert this never happens
+            run.err("exception", "Internal validator error while checking this resource", rtype)
         issues.extend(run.issues)
         return issues
 
