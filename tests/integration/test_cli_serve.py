@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from fhirlake.local.runtime import free_port
 
 pytestmark = pytest.mark.http
@@ -47,8 +46,9 @@ def test_serve_loads_samples_prints_endpoints_and_stops_on_ctrl_c() -> None:
         assert "AWS endpoint" in text and "fhirlake-resources" in text and "s3://fhirlake-landing" in text
         assert "Loaded" in text and "from 4 sample bundles" in text, text
         assert "->" not in text, text  # no sample resource was refused
-        sample = json.loads(gzip.decompress(next((REPO / "samples" / "synthea").glob("*.json.gz")).read_bytes()))
-        patient_id = next(e["fullUrl"][9:] for e in sample["entry"] if e["resource"]["resourceType"] == "Patient")
+        first_sample = next((REPO / "samples" / "synthea").glob("*.json.gz"))
+        entries = json.loads(gzip.decompress(first_sample.read_bytes()))["entry"]
+        patient_id = next(e["fullUrl"][9:] for e in entries if e["resource"]["resourceType"] == "Patient")
         patient = requests.get(f"http://127.0.0.1:{port}/Patient/{patient_id}", timeout=10)
         assert patient.status_code == 200 and patient.json()["resourceType"] == "Patient"
         process.send_signal(signal.SIGINT)

@@ -7,8 +7,8 @@ import time
 from urllib.parse import unquote_plus
 
 import pytest
-
 from fhirlake.local.dispatcher import SqsPoller, StreamPoller
+
 from tests.integration.fhir_http import FhirHttp
 
 pytestmark = pytest.mark.http

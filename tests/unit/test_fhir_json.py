@@ -31,7 +31,8 @@ def test_malformed_json_is_a_400_with_position(bad: bytes) -> None:
     with pytest.raises(FhirError) as caught:
         loads(bad)
     assert caught.value.status == 400
-    assert caught.value.issues[0].code == "structure"
+    assert caught.value.issues[0].code == "invalid"
+    assert "line 1" in caught.value.issues[0].diagnostics
 
 
 def test_error_names_line_and_column_not_content() -> None:

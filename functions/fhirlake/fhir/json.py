@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from fhirlake.fhir.json_syntax import syntax_issue
 from fhirlake.fhir.outcome import FhirError
 
 # A decimal token whose float round trip would change its text: trailing zeros after the
@@ -42,23 +43,22 @@ def _encode_decimal(value: object) -> orjson.Fragment:
 
 
 def loads(raw: bytes | str) -> Any:
-    """Parse a FHIR JSON body; malformed input raises a 400 FhirError with line and column."""
+    """Parse a FHIR JSON body; malformed input raises a 400 FhirError with line, column and path."""
     data = raw.encode() if isinstance(raw, str) else raw
-    if _PRECISION_AT_RISK.search(data) is None:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass  # fall through for the precise error position (and >64-bit integers)
     try:
-        return json.loads(data, parse_float=JsonDecimal)
+        value = orjson.loads(data)  # also the syntax check: its errors carry positions
+    except orjson.JSONDecodeError as exc:
+        if "64-bit" not in str(exc):
+            raise FhirError(400, [syntax_issue(data, exc)]) from None
+    else:
+        if _PRECISION_AT_RISK.search(data) is None:
+            return value
+    try:
+        return json.loads(data, parse_float=JsonDecimal)  # exact decimals, and integers beyond 64 bits
     except json.JSONDecodeError as exc:
-        raise FhirError.of(
-            400,
-            "structure",
-            f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-        ) from None
+        raise FhirError(400, [syntax_issue(data, exc)]) from None
     except (UnicodeDecodeError, RecursionError):
-        raise FhirError.of(400, "structure", "The body is not valid UTF-8 JSON") from None
+        raise FhirError.of(400, "invalid", "The body is not valid UTF-8 JSON") from None
 
 
 def dumps(resource: Any, *, pretty: bool = False) -> bytes:

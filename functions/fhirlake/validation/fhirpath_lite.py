@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from fhirlake.fhir.json import JsonDecimal
 from fhirlake.validation.invariants import compare_datetimes
 
 Fn = Callable[[list[Any], dict[str, Any]], list[Any]]
@@ -28,6 +29,8 @@ _TOKEN_RE = re.compile(
     r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<num>\d+(?:\.\d+)?)|(?P<op><=|>=|!=|!~|[=~<>|+\-&*/(),.\[\]])"
     r"|(?P<var>%[A-Za-z_][A-Za-z0-9_]*)|(?P<this>\$this)|(?P<id>[A-Za-z_][A-Za-z0-9_]*|`[^`]+`))"
 )
+# JSON numbers: float/int from orjson, JsonDecimal (a Decimal) when precision had to be kept.
+_NUMBER_TYPES = (int, float, JsonDecimal)
 _KEYWORD_OPS = {"implies": 1, "or": 2, "xor": 2, "and": 3, "in": 4, "contains": 4}
 _SYMBOL_OPS = {"=": 5, "!=": 5, "<": 6, ">": 6, "<=": 6, ">=": 6, "|": 7, "+": 9, "-": 9, "&": 9}
 # choice element name -> its JSON names (value -> valueQuantity, ...), filled by the engine as it loads
@@ -99,7 +102,7 @@ def _cmp(a: list[Any], b: list[Any]) -> int | None:
         raise Unsupported("comparison of collections")
     x, y = a[0], b[0]
     tx, ty = type(x), type(y)
-    if tx in (int, float) and ty in (int, float) and tx is not bool and ty is not bool:
+    if tx in _NUMBER_TYPES and ty in _NUMBER_TYPES:
         return (x > y) - (x < y)
     if tx is str and ty is str:
         if x[:4].isdigit() and y[:4].isdigit():
@@ -333,10 +336,10 @@ def _binary(op: str, left: Fn, right: Fn) -> Fn:
                 raise Unsupported("arithmetic on collections")
             x, y = a[0], b[0]
             if op == "+":
-                if type(x) is type(y) and type(x) in (str, int, float):
+                if type(x) is type(y) and type(x) in (str, *_NUMBER_TYPES):
                     return [x + y]
                 raise Unsupported("+ on these types")
-            if type(x) in (int, float) and type(y) in (int, float):
+            if type(x) in _NUMBER_TYPES and type(y) in _NUMBER_TYPES:
                 return [x - y]
             raise Unsupported("- on these types")
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 # Evaluated by the engine (structure walk) rather than here.
@@ -85,7 +86,7 @@ def _que_7(enable_when: Any, rc: Any) -> bool:
 def _ras_2(prediction: Any, rc: Any) -> bool:
     # probability is decimal implies (probability as decimal) <= 100
     p = prediction.get("probabilityDecimal")
-    return not isinstance(p, int | float) or isinstance(p, bool) or p <= 100
+    return not isinstance(p, int | float | Decimal) or isinstance(p, bool) or p <= 100
 
 
 def _app_4(appointment: Any, rc: Any) -> bool:
