@@ -248,6 +248,8 @@ def test_body_over_limit_is_413(fhir: FhirHttp) -> None:
 
 
 def test_not_yet_supported_features_say_so(fhir: FhirHttp) -> None:
+    conditional = fhir.post("Patient", patient(), headers={"If-None-Exist": "identifier=http://x|1"})
+    assert_outcome(conditional, 501)
     assert_outcome(fhir.get("Patient", name="x"), 501)
     assert_outcome(fhir.post("", {"resourceType": "Bundle", "type": "transaction"}), 501)
 

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,38 @@ from fhirlake.local.lambda_context import LocalLambdaContext
 LambdaHandler = Callable[[dict[str, Any], Any], Any]
 
 
-class SqsPoller:
+class _Poller:
+    """A background thread that calls ``poll_once`` until stopped, idling when there was nothing."""
+
+    def __init__(self, handler: LambdaHandler, function_name: str, batch_size: int, region: str) -> None:
+        self._handler, self._name = handler, function_name
+        self._batch_size, self._region = batch_size, region
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"poll-{function_name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def poll_once(self) -> int:
+        raise NotImplementedError
+
+    def _invoke(self, records: list[dict[str, Any]]) -> Any:
+        return self._handler({"Records": records}, LocalLambdaContext(function_name=self._name))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.poll_once() == 0:
+                    self._stop.wait(0.2)
+            except Exception:  # endpoint going away at shutdown, or a failed batch: retried
+                self._stop.wait(1.0)
+
+
+class SqsPoller(_Poller):
     def __init__(
         self,
         sqs: Any,
@@ -30,18 +60,8 @@ class SqsPoller:
         batch_size: int = 10,
         region: str = "us-east-1",
     ) -> None:
+        super().__init__(handler, function_name, batch_size, region)
         self._sqs, self._url, self._arn = sqs, queue_url, queue_arn
-        self._handler, self._name = handler, function_name
-        self._batch_size, self._region = batch_size, region
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"sqs-{function_name}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def poll_once(self, wait_seconds: int = 1) -> int:
         resp = self._sqs.receive_message(
@@ -54,9 +74,8 @@ class SqsPoller:
         messages = resp.get("Messages", [])
         if not messages:
             return 0
-        event = {"Records": [self._record(m) for m in messages]}
         try:
-            result = self._handler(event, LocalLambdaContext(function_name=self._name)) or {}
+            result = self._invoke([self._record(m) for m in messages]) or {}
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
         except Exception:  # the whole batch failed: every message returns to the queue
             failed = {m["MessageId"] for m in messages}
@@ -81,15 +100,8 @@ class SqsPoller:
             "awsRegion": self._region,
         }
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.poll_once()
-            except Exception:  # endpoint going away at shutdown, transient errors
-                time.sleep(0.5)
 
-
-class StreamPoller:
+class StreamPoller(_Poller):
     def __init__(
         self,
         streams: Any,
@@ -99,19 +111,9 @@ class StreamPoller:
         batch_size: int = 100,
         region: str = "us-east-1",
     ) -> None:
+        super().__init__(handler, function_name, batch_size, region)
         self._streams, self._arn = streams, stream_arn
-        self._handler, self._name = handler, function_name
-        self._batch_size, self._region = batch_size, region
         self._iterators: dict[str, str | None] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"stream-{function_name}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def poll_once(self) -> int:
         delivered = 0
@@ -128,29 +130,14 @@ class StreamPoller:
             resp = self._streams.get_records(ShardIterator=iterator, Limit=self._batch_size)
             records = resp.get("Records", [])
             if records:
-                event = {"Records": [self._record(r) for r in records]}
-                self._handler(
-                    event, LocalLambdaContext(function_name=self._name)
-                )  # raises: retried next poll
+                self._invoke([self._record(r) for r in records])  # raises: the same batch is retried
                 delivered += len(records)
             self._iterators[shard_id] = resp.get("NextShardIterator")
         return delivered
 
     def _record(self, record: dict[str, Any]) -> dict[str, Any]:
-        out = dict(record)
-        out["eventSourceARN"] = self._arn
-        out["awsRegion"] = self._region
-        dynamodb = dict(out.get("dynamodb", {}))
+        dynamodb = dict(record.get("dynamodb", {}))
         created = dynamodb.get("ApproximateCreationDateTime")
-        if hasattr(created, "timestamp"):
+        if hasattr(created, "timestamp"):  # boto3 parses it; Lambda delivers epoch seconds
             dynamodb["ApproximateCreationDateTime"] = created.timestamp()
-        out["dynamodb"] = dynamodb
-        return out
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.poll_once() == 0:
-                    self._stop.wait(0.5)
-            except Exception:
-                self._stop.wait(1.0)
+        return {**record, "dynamodb": dynamodb, "eventSourceARN": self._arn, "awsRegion": self._region}

@@ -104,20 +104,24 @@ class DynamoResourceStore:
 
     # -- reads --------------------------------------------------------------------------
     def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        items = self._newest_versions(resource_type, resource_id, keys.LAST_VERSION_KEY, 1)
+        return self._from_item(items[0]) if items else None
+
+    def _newest_versions(self, resource_type: str, resource_id: str, upper: str, limit: int) -> list[dict]:
+        """Up to ``limit`` version items with ``sk <= upper``, newest first (strongly consistent)."""
         resp = self._ddb.query(
             TableName=self._table,
             KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
             ExpressionAttributeValues={
                 ":pk": {"S": keys.resource_pk(self._tenant, resource_type, resource_id)},
                 ":lo": {"S": keys.VERSION_PREFIX},
-                ":hi": {"S": keys.LAST_VERSION_KEY},
+                ":hi": {"S": upper},
             },
             ScanIndexForward=False,
-            Limit=1,
+            Limit=limit,
             ConsistentRead=True,
         )
-        items = resp.get("Items", [])
-        return self._from_item(items[0]) if items else None
+        return resp.get("Items", [])
 
     def version(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion | None:
         resp = self._ddb.get_item(
@@ -193,20 +197,10 @@ class DynamoResourceStore:
         position: str | None,
         scope: str,
     ) -> HistoryPage:
-        upper = position or keys.LAST_VERSION_KEY
-        resp = self._ddb.query(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
-            ExpressionAttributeValues={
-                ":pk": {"S": keys.resource_pk(self._tenant, resource_type, resource_id)},
-                ":lo": {"S": keys.VERSION_PREFIX},
-                ":hi": {"S": upper},
-            },
-            ScanIndexForward=False,
-            Limit=count + 2,
-            ConsistentRead=True,
+        newest = self._newest_versions(
+            resource_type, resource_id, position or keys.LAST_VERSION_KEY, count + 2
         )
-        items = [i for i in resp.get("Items", []) if i["sk"]["S"] != position]
+        items = [i for i in newest if i["sk"]["S"] != position]
         if since:
             # Versions of one resource are in lastUpdated order, so the cut is a prefix.
             items = [i for i in items if i["lu"]["S"] >= since]
