@@ -129,7 +129,9 @@ class FhirApi:
     def _create(self, request: Request, parts: list[str]) -> Response:
         if request.header("if-none-exist"):
             # Ignoring it would silently create duplicates the client asked us to avoid.
-            raise FhirError.of(501, "not-supported", "Conditional create (If-None-Exist) is not supported yet")
+            raise FhirError.of(
+                501, "not-supported", "Conditional create (If-None-Exist) is not supported yet"
+            )
         result = self._service.create(parts[0], self._body(request))
         return self._write_response(request, result.version, 201)
 
