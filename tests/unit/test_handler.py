@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from pathlib import Path
 from types import ModuleType
 
@@ -81,6 +82,7 @@ def test_a_bug_becomes_a_500_outcome_without_phi_in_logs(handler, api_module, mo
 
 
 def test_audit_record_per_request(handler, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="fhirlake")  # the level a deployment runs at
     invoke(handler, "read")
     audit = next(r["audit"] for r in logged(caplog) if r["message"] == "audit")
     assert audit["principal"] == "arn:aws:iam::123456789012:role/fhir-client"

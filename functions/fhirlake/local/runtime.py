@@ -9,7 +9,6 @@ Data lives in the moto process memory: it is gone when the runtime stops.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import socket
 import warnings
@@ -21,6 +20,7 @@ import boto3
 from fhirlake import topology
 from fhirlake.local.dispatcher import SqsPoller, StreamPoller
 from fhirlake.local.http_front import HttpFront
+from fhirlake.local.moto_server import MotoServer
 from fhirlake.local.provision import Provisioned, provision
 
 LOCAL_REGION = "us-east-1"
@@ -52,7 +52,7 @@ class LocalRuntime:
         self._moto_port = moto_port or free_port()
         self._settings = settings or {}
         self._access_log = access_log
-        self._moto: Any = None
+        self._moto: MotoServer | None = None
         self._front: HttpFront | None = None
         self._pollers: list[SqsPoller | StreamPoller] = []
         self.resources: Provisioned | None = None
@@ -75,14 +75,7 @@ class LocalRuntime:
         return self.session().client(service, endpoint_url=self.moto_url)
 
     def start(self) -> LocalRuntime:
-        from moto.server import ThreadedMotoServer
-        from werkzeug.serving import WSGIRequestHandler
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
-        # moto's server writes headers and body separately; with Nagle on, every response can wait
-        # for the client's delayed ACK (~40 ms).
-        WSGIRequestHandler.disable_nagle_algorithm = True
-        self._moto = ThreadedMotoServer(ip_address=self._host, port=self._moto_port, verbose=False)
+        self._moto = MotoServer(self._host, self._moto_port)
         self._moto.start()
         self.resources = provision(self.session(), self.moto_url)
         # The handlers read exactly the variables the CDK sets on the Lambda functions; the SDK's

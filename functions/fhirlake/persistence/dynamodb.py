@@ -44,6 +44,17 @@ def _decode_cursor(scope: str, cursor: str) -> str:
     return token["after"]
 
 
+def _lost_race(exc: ClientError) -> bool:
+    """A cancelled transaction whose cause is another writer (condition failed, or a concurrent
+    transaction on the same items): retryable, unlike throttling or validation errors."""
+    if exc.response["Error"]["Code"] != "TransactionCanceledException":
+        return False
+    reasons = {r.get("Code") for r in exc.response.get("CancellationReasons", [])} - {None, "None"}
+    if not reasons:  # some SDK versions only name the reasons in the message
+        return "ConditionalCheckFailed" in str(exc) or "TransactionConflict" in str(exc)
+    return reasons <= {"ConditionalCheckFailed", "TransactionConflict"}
+
+
 class InvalidCursor(ValueError):
     """A paging cursor that this store did not issue."""
 
@@ -57,17 +68,37 @@ class DynamoResourceStore:
 
     # -- writes -------------------------------------------------------------------------
     def put(self, version: StoredVersion) -> None:
+        """One transaction: the new version item, and the current-version item moved from n-1 to n.
+
+        The condition on the current item is the concurrency gate: of two writers that read version
+        n-1, exactly one commits.
+        """
         item, blob_key = self._to_item(version)
+        current = {k: v for k, v in item.items() if not k.startswith("gsi")} | {"sk": {"S": keys.CURRENT_SK}}
+        if version.version_id == 1:
+            gate: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            gate = {
+                "ConditionExpression": "vid = :previous",
+                "ExpressionAttributeValues": {":previous": {"N": str(version.version_id - 1)}},
+            }
         try:
-            self._ddb.put_item(
-                TableName=self._table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(pk)",
+            self._ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": item,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {"Put": {"TableName": self._table, "Item": current, **gate}},
+                ]
             )
         except ClientError as exc:
             if blob_key:
                 self._blobs.delete(blob_key)  # never leave an unreferenced body behind
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            if _lost_race(exc):
                 raise VersionConflict(f"{version.resource_type}/{version.id} v{version.version_id}") from None
             raise
 
@@ -104,8 +135,16 @@ class DynamoResourceStore:
 
     # -- reads --------------------------------------------------------------------------
     def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
-        items = self._newest_versions(resource_type, resource_id, keys.LAST_VERSION_KEY, 1)
-        return self._from_item(items[0]) if items else None
+        resp = self._ddb.get_item(
+            TableName=self._table,
+            Key={
+                "pk": {"S": keys.resource_pk(self._tenant, resource_type, resource_id)},
+                "sk": {"S": keys.CURRENT_SK},
+            },
+            ConsistentRead=True,
+        )
+        item = resp.get("Item")
+        return self._from_item(item) if item else None
 
     def _newest_versions(self, resource_type: str, resource_id: str, upper: str, limit: int) -> list[dict]:
         """Up to ``limit`` version items with ``sk <= upper``, newest first (strongly consistent)."""

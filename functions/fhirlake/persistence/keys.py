@@ -1,6 +1,7 @@
 """The single-table key design (documented in docs/architecture.md).
 
-Every resource version is one item:
+Every resource version is one item, and each resource has one current-version item (``sk = "cur"``,
+the same attributes as its newest version, without the history index keys):
 
     pk     = "{tenant}#{type}#{id}"          all versions of one resource (and, later, its search entries)
     sk     = "v#{versionId:010d}"            versions sort numerically; newest = last
@@ -18,6 +19,7 @@ import zlib
 
 from fhirlake.topology import SYSTEM_HISTORY_SHARDS
 
+CURRENT_SK = "cur"  # the current-version item: a copy of the newest version, read with one GetItem
 VERSION_PREFIX = "v#"
 VERSION_DIGITS = 10
 LAST_VERSION_KEY = VERSION_PREFIX + "9" * VERSION_DIGITS

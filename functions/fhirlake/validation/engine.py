@@ -37,7 +37,21 @@ PRIM, COMPLEX, RESOURCE = 0, 1, 2
 class Prop:
     """One JSON property of an object-shaped element."""
 
-    __slots__ = ("check", "choice", "cons", "kind", "many", "max", "min", "name", "node", "type", "uri", "vs")
+    __slots__ = (
+        "check",
+        "choice",
+        "cons",
+        "extra",
+        "kind",
+        "many",
+        "max",
+        "min",
+        "name",
+        "node",
+        "type",
+        "uri",
+        "vs",
+    )
 
     def __init__(self, name: str, min_: int, max_: int, type_: str, vs: str | None, choice: str | None):
         self.name = name
@@ -51,6 +65,8 @@ class Prop:
         self.cons: list[Any] = []
         self.check: Checker | None = CHECKERS.get(type_)
         self.uri = type_ in URI_LIKE
+        # strict-only rules beyond the structure (binding, local reference for dom-3/ref-1, invariants)
+        self.extra = vs is not None or self.uri
         if self.check is not None:
             self.kind = PRIM
         elif type_ == "Resource":
@@ -108,6 +124,7 @@ class Registry:
                 leaf = constraints.get(f"{path}.{choice}[x]" if choice else f"{path}.{name}")
                 if leaf and type_[0] != "#":  # backbone nodes carry their own invariants
                     prop.cons = _compiled(compile_invariant(k, h, x, f"{path}.{name}") for k, h, x in leaf)
+                    prop.extra = prop.extra or bool(prop.cons)
             node.required = [(label, tuple(keys)) for label, keys in required.items()]
             node.cons = _compiled(compile_invariant(k, h, x, path) for k, h, x in constraints.get(path, []))
             self.nodes[path] = node
@@ -158,6 +175,7 @@ class Registry:
 
 
 REGISTRY = Registry()
+_RESOURCE_TYPES = resource_types()
 
 
 def _compiled(invariants: Any) -> list[Any]:
@@ -174,6 +192,23 @@ class ResourceContext:
     local_refs: list[tuple[str, str, bool]] = field(default_factory=list)
 
 
+# A location is the FHIRPath expression of an element, built only when an issue is reported: the root
+# expression (a string, e.g. ``Patient``), ``(parent, name)`` for a single element or ``(parent, name, i)``
+# for an array item. The walk passes these tuples down instead of formatting a string per element.
+Loc = Any
+
+
+def expression(loc: Loc) -> str:
+    """The FHIRPath expression of a location (``Observation.component[1].valueQuantity``)."""
+    parts: list[str] = []
+    while type(loc) is tuple:
+        parts.append(f".{loc[1]}[{loc[2]}]" if len(loc) == 3 else f".{loc[1]}")
+        loc = loc[0]
+    parts.append(loc)
+    parts.reverse()
+    return "".join(parts)
+
+
 class Run:
     """One validation call: issues plus the walk."""
 
@@ -185,44 +220,44 @@ class Run:
         self.reg = REGISTRY
         self.rc: ResourceContext | None = None
 
-    def err(self, code: str, diagnostics: str, expression: str) -> None:
-        self.issues.append(error(code, diagnostics, expression))
+    def err(self, code: str, diagnostics: str, loc: Loc) -> None:
+        self.issues.append(error(code, diagnostics, expression(loc)))
 
     # -- resources ----------------------------------------------------------------------------------
-    def resource(self, res: Any, path: str, contained: bool) -> None:
+    def resource(self, res: Any, loc: Loc, contained: bool) -> None:
         if type(res) is not dict:
-            self.err("structure", "A resource must be a JSON object", path)
+            self.err("structure", "A resource must be a JSON object", loc)
             return
         rtype = res.get("resourceType")
-        if type(rtype) is not str or rtype not in resource_types():
-            self.err("structure", "resourceType is missing or not an R4 resource type", path)
+        if type(rtype) is not str or rtype not in _RESOURCE_TYPES:
+            self.err("structure", "resourceType is missing or not an R4 resource type", loc)
             return
         rid = res.get("id")
         if rid is not None and not is_valid_id(rid):
-            self.err("value", "Invalid resource id (1-64 of A-Z a-z 0-9 - .)", f"{path}.id")
-        node = self.reg.resource_node(rtype)
+            self.err("value", "Invalid resource id (1-64 of A-Z a-z 0-9 - .)", (loc, "id"))
+        node = self.reg.nodes.get(rtype) or self.reg.resource_node(rtype)
         parent = self.rc
         rc = ResourceContext(res, parent.root if (contained and parent) else res)
         self.rc = rc
         try:
-            self.obj(res, node, path)
+            self.obj(res, node, loc)
         finally:
             self.rc = parent
         if contained and parent is not None:
             parent.local_refs.extend(rc.local_refs)
             if self.strict:
-                self.contained_rules(res, path)
+                self.contained_rules(res, loc)
         elif self.strict:
-            self.resource_rules(res, rc, path)
+            self.resource_rules(res, rc, loc)
 
-    def contained_rules(self, res: dict[str, Any], path: str) -> None:
+    def contained_rules(self, res: dict[str, Any], loc: Loc) -> None:
         """dom-2, dom-4, dom-5 (evaluated natively, on the contained resource)."""
         if "contained" in res:
             self.err(
                 "invariant",
                 "Constraint failed: dom-2: If the resource is contained in another resource, "
                 "it SHALL NOT contain nested Resources",
-                path,
+                loc,
             )
         meta = res.get("meta")
         if type(meta) is dict:
@@ -231,31 +266,33 @@ class Run:
                     "invariant",
                     "Constraint failed: dom-4: If a resource is contained in another resource, "
                     "it SHALL NOT have a meta.versionId or a meta.lastUpdated",
-                    path,
+                    loc,
                 )
             if "security" in meta:
                 self.err(
                     "invariant",
                     "Constraint failed: dom-5: If a resource is contained in another resource, "
                     "it SHALL NOT have a security label",
-                    path,
+                    loc,
                 )
 
-    def resource_rules(self, res: dict[str, Any], rc: ResourceContext, path: str) -> None:
+    def resource_rules(self, res: dict[str, Any], rc: ResourceContext, loc: Loc) -> None:
         """dom-3 and ref-1 for a root resource (top level, or a Bundle/Parameters entry)."""
         contained = res.get("contained")
+        if not rc.local_refs and not contained:
+            return
         ids: set[str] = set()
         if type(contained) is list:
             for c in contained:
                 if type(c) is dict and type(c.get("id")) is str:
                     ids.add(c["id"])
-        for ref, expr, is_reference in rc.local_refs:
+        for ref, where, is_reference in rc.local_refs:
             if is_reference and ref != "#" and ref[1:] not in ids:
                 self.err(
                     "invariant",
                     "Constraint failed: ref-1: SHALL have a contained resource if a local "
                     "reference is provided",
-                    expr,
+                    where,
                 )
         if type(contained) is list and contained:
             refs = {r for r, _, _ in rc.local_refs}
@@ -272,138 +309,148 @@ class Run:
                     "Constraint failed: dom-3: If the resource is contained in another resource, "
                     "it SHALL be referred to from elsewhere in the resource or SHALL refer to the containing "
                     "resource",
-                    f"{path}.contained[{i}]",
+                    (loc, "contained", i),
                 )
 
     # -- objects ---------------------------------------------------------------------------------------
-    def obj(self, obj: dict[str, Any], node: Node, path: str) -> None:
-        props = node.props
+    def obj(self, obj: dict[str, Any], node: Node, loc: Loc) -> None:
         if not obj:
-            self.err("invalid", "Object must have content (ele-1)", path)
+            self.err("invalid", "Object must have content (ele-1)", loc)
             return
+        props = node.props
+        strict = self.strict
         choices: dict[str, str] | None = None
         for key, val in obj.items():
             p = props.get(key)
             if p is None:
                 if key[:1] == "_":
-                    self.prim_ext(obj, key, val, node, path)
-                elif key == "resourceType" and node.is_resource:
-                    pass
-                else:
-                    self.err("structure", f"Unknown element '{key[:64]}'", f"{path}.{key[:64]}")
+                    self.prim_ext(obj, key, val, node, loc)
+                elif key != "resourceType" or not node.is_resource:
+                    self.err("structure", f"Unknown element '{key[:64]}'", (loc, key[:64]))
                 continue
             if p.choice is not None:
                 if choices is None:
                     choices = {p.choice: key}
                 elif p.choice in choices:
-                    self.err("structure", f"Only one of {p.choice}[x] may be present", f"{path}.{key}")
+                    self.err("structure", f"Only one of {p.choice}[x] may be present", (loc, key))
                 else:
                     choices[p.choice] = key
+            kind = p.kind
             if type(val) is list:
-                if not p.many:
-                    self.err("structure", "Must be a single value, not an array", f"{path}.{key}")
+                if (not p.many or not val or (p.max > 1 and len(val) > p.max)) and not self.bad_array(
+                    val, p, (loc, key)
+                ):
                     continue
-                if not val:
-                    self.err(
-                        "invalid",
-                        "Array cannot be empty - the property should not be present if it has no values",
-                        f"{path}.{key}",
-                    )
-                    continue
-                if p.max > 1 and len(val) > p.max:
-                    self.err("structure", f"Too many items (max {p.max})", f"{path}.{key}")
-                kind = p.kind
                 if kind == PRIM:
-                    ext = obj.get("_" + key)
-                    check = p.check
-                    for i, v in enumerate(val):
-                        if v is None:
-                            if not (type(ext) is list and i < len(ext) and ext[i] is not None):
-                                self.err(
-                                    "invalid",
-                                    "null is only allowed in an array aligned with an extension",
-                                    f"{path}.{key}[{i}]",
-                                )
-                            continue
-                        msg = check(v)
-                        if msg is not None:
-                            self.err("value", msg, f"{path}.{key}[{i}]")
-                        elif p.vs is not None and self.strict:
-                            self.code_binding(v, p, f"{path}.{key}[{i}]")
-                        if p.uri and v[:1] == "#" and self.rc is not None:
-                            self.rc.local_refs.append((v, f"{path}.{key}[{i}]", p.type == "reference"))
-                        if p.cons and self.strict:
-                            self.invariants(v, p.cons, f"{path}.{key}[{i}]")
+                    self.prim_array(obj, key, val, p, loc)
                 elif kind == COMPLEX:
                     child = p.node or self.reg.node_for(p)
+                    rules = strict and p.extra
                     for i, v in enumerate(val):
-                        sub = f"{path}.{key}[{i}]"
                         if type(v) is dict:
-                            self.obj(v, child, sub)
-                            if p.vs is not None and self.strict:
-                                self.coding_binding(v, p, sub)
-                            if p.cons and self.strict:
-                                self.invariants(v, p.cons, sub)
+                            self.obj(v, child, (loc, key, i))
+                            if rules:
+                                self.complex_rules(v, p, (loc, key, i))
                         else:
-                            self.err("structure", "Must be a JSON object", sub)
+                            self.err("structure", "Must be a JSON object", (loc, key, i))
                 else:
+                    contained = key == "contained"
                     for i, v in enumerate(val):
-                        self.resource(v, f"{path}.{key}[{i}]", contained=key == "contained")
+                        self.resource(v, (loc, key, i), contained)
                 continue
             if p.many and val is not None:
-                self.err("structure", "Must be an array", f"{path}.{key}")
+                self.err("structure", "Must be an array", (loc, key))
                 continue
-            kind = p.kind
             if kind == PRIM:
-                msg = p.check(val) if val is not None else "null is not a valid value"
+                msg = p.check(val) if val is not None else "null is not a valid value"  # type: ignore[misc]
                 if msg is not None:
-                    self.err("value", msg, f"{path}.{key}")
-                    continue
-                if p.vs is not None and self.strict:
-                    self.code_binding(val, p, f"{path}.{key}")
-                if p.uri and val[:1] == "#" and self.rc is not None:
-                    self.rc.local_refs.append((val, f"{path}.{key}", p.type == "reference"))
-                if p.cons and self.strict:
-                    self.invariants(val, p.cons, f"{path}.{key}")
+                    self.err("value", msg, (loc, key))
+                elif strict and p.extra:
+                    self.prim_rules(val, p, (loc, key))
             elif kind == COMPLEX:
-                sub = f"{path}.{key}"
                 if type(val) is dict:
-                    self.obj(val, p.node or self.reg.node_for(p), sub)
-                    if p.vs is not None and self.strict:
-                        self.coding_binding(val, p, sub)
-                    if p.cons and self.strict:
-                        self.invariants(val, p.cons, sub)
+                    self.obj(val, p.node or self.reg.node_for(p), (loc, key))
+                    if strict and p.extra:
+                        self.complex_rules(val, p, (loc, key))
                 else:
-                    self.err("structure", "Must be a JSON object", sub)
+                    self.err("structure", "Must be a JSON object", (loc, key))
             else:
-                self.resource(val, f"{path}.{key}", contained=False)
+                self.resource(val, (loc, key), False)
         for label, keys in node.required:
             for k in keys:
                 if k in obj:
                     break
             else:
-                self.err("required", f"Missing required element {label} (minimum cardinality 1)", path)
-        if node.cons and self.strict:
-            self.invariants(obj, node.cons, path)
-        if (
-            node.is_extension
-            and self.strict
-            and ("extension" in obj) == (choices is not None and "value" in choices)
-        ):
-            self.err(
-                "invariant",
-                "Constraint failed: ext-1: Must have either extensions or value[x], not both",
-                path,
-            )
+                self.err("required", f"Missing required element {label} (minimum cardinality 1)", loc)
+        if strict:
+            if node.cons:
+                self.invariants(obj, node.cons, loc)
+            if node.is_extension and ("extension" in obj) == (choices is not None and "value" in choices):
+                self.err(
+                    "invariant",
+                    "Constraint failed: ext-1: Must have either extensions or value[x], not both",
+                    loc,
+                )
 
-    def prim_ext(self, obj: dict[str, Any], key: str, val: Any, node: Node, path: str) -> None:
+    def bad_array(self, val: list[Any], p: Prop, loc: Loc) -> bool:
+        """Array-level problems; returns whether the items are still walked."""
+        if not p.many:
+            self.err("structure", "Must be a single value, not an array", loc)
+            return False
+        if not val:
+            self.err(
+                "invalid",
+                "Array cannot be empty - the property should not be present if it has no values",
+                loc,
+            )
+            return False
+        self.err("structure", f"Too many items (max {p.max})", loc)
+        return True
+
+    def prim_array(self, obj: dict[str, Any], key: str, val: list[Any], p: Prop, loc: Loc) -> None:
+        check = p.check
+        rules = self.strict and p.extra
+        for i, v in enumerate(val):
+            if v is None:
+                ext = obj.get("_" + key)
+                if not (type(ext) is list and i < len(ext) and ext[i] is not None):
+                    self.err(
+                        "invalid", "null is only allowed in an array aligned with an extension", (loc, key, i)
+                    )
+            else:
+                msg = check(v)  # type: ignore[misc]
+                if msg is not None:
+                    self.err("value", msg, (loc, key, i))
+                    if rules and p.uri and type(v) is str and v[:1] == "#" and self.rc is not None:
+                        self.rc.local_refs.append((v, (loc, key, i), p.type == "reference"))
+                    if rules and p.cons:
+                        self.invariants(v, p.cons, (loc, key, i))
+                elif rules:
+                    self.prim_rules(v, p, (loc, key, i))
+
+    def prim_rules(self, value: Any, p: Prop, loc: Loc) -> None:
+        """Strict-only rules of a valid primitive: required binding, local reference, invariants."""
+        if p.vs is not None:
+            self.code_binding(value, p, loc)
+        if p.uri and value[:1] == "#" and self.rc is not None:
+            self.rc.local_refs.append((value, loc, p.type == "reference"))
+        if p.cons:
+            self.invariants(value, p.cons, loc)
+
+    def complex_rules(self, value: dict[str, Any], p: Prop, loc: Loc) -> None:
+        if p.vs is not None:
+            self.coding_binding(value, p, loc)
+        if p.cons:
+            self.invariants(value, p.cons, loc)
+
+    def prim_ext(self, obj: dict[str, Any], key: str, val: Any, node: Node, loc: Loc) -> None:
         """``_name``: id/extension of a primitive, an object or an array aligned with the values."""
         name = key[1:]
         p = node.props.get(name)
-        where = f"{path}.{name}"
         if p is None or p.kind != PRIM:
-            self.err("structure", f"Unknown element '{key[:64]}'", f"{path}.{key[:64]}")
+            self.err("structure", f"Unknown element '{key[:64]}'", (loc, key[:64]))
             return
+        where = (loc, name)
         if p.many:
             if type(val) is not list:
                 self.err("structure", "Must be an array (aligned with the primitive values)", where)
@@ -417,14 +464,14 @@ class Run:
                 self.err("invalid", "Array cannot be empty", where)
             for i, v in enumerate(val):
                 if v is not None:
-                    self.element_ext(v, f"{where}[{i}]")
+                    self.element_ext(v, (loc, name, i))
         else:
             if type(val) is list:
                 self.err("structure", "Must be a single value, not an array", where)
                 return
             self.element_ext(val, where)
 
-    def element_ext(self, val: Any, where: str) -> None:
+    def element_ext(self, val: Any, where: Loc) -> None:
         if type(val) is not dict:
             self.err("structure", "Primitive extension must be a JSON object", where)
             return
@@ -439,28 +486,28 @@ class Run:
         if "id" in val:
             msg = CHECKERS["string"](val["id"])
             if msg:
-                self.err("value", msg, f"{where}.id")
+                self.err("value", msg, (where, "id"))
         if "extension" in val:
             ext_node = self.reg.node_for(_EXTENSION_PROP)
             exts = val["extension"]
             if type(exts) is not list:
-                self.err("structure", "Must be an array", f"{where}.extension")
+                self.err("structure", "Must be an array", (where, "extension"))
             elif not exts:
-                self.err("invalid", "Array cannot be empty", f"{where}.extension")
+                self.err("invalid", "Array cannot be empty", (where, "extension"))
             else:
                 for i, e in enumerate(exts):
                     if type(e) is dict:
-                        self.obj(e, ext_node, f"{where}.extension[{i}]")
+                        self.obj(e, ext_node, (where, "extension", i))
                     else:
-                        self.err("structure", "Must be a JSON object", f"{where}.extension[{i}]")
+                        self.err("structure", "Must be a JSON object", (where, "extension", i))
 
     # -- terminology ----------------------------------------------------------------------------------
-    def code_binding(self, value: str, p: Prop, path: str) -> None:
+    def code_binding(self, value: str, p: Prop, loc: Loc) -> None:
         codes, _ = self.reg.valueset(p.vs)  # type: ignore[arg-type]
         if value not in codes:
-            self.err("code-invalid", f"Code is not in the required value set {p.vs}", path)
+            self.err("code-invalid", f"Code is not in the required value set {p.vs}", loc)
 
-    def coding_binding(self, value: dict[str, Any], p: Prop, path: str) -> None:
+    def coding_binding(self, value: dict[str, Any], p: Prop, loc: Loc) -> None:
         codes, systems = self.reg.valueset(p.vs)  # type: ignore[arg-type]
         codings = value.get("coding") if p.type == "CodeableConcept" else [value]
         if type(codings) is not list:
@@ -480,13 +527,13 @@ class Run:
             elif code in systems.get(system, ()):
                 return
         if seen:
-            self.err("code-invalid", f"Code is not in the required value set {p.vs}", path)
+            self.err("code-invalid", f"Code is not in the required value set {p.vs}", loc)
 
     # -- invariants -----------------------------------------------------------------------------------
-    def invariants(self, value: Any, cons: list[Any], path: str) -> None:
+    def invariants(self, value: Any, cons: list[Any], loc: Loc) -> None:
         for inv in cons:
             if inv.fails(value, self.rc):
-                self.err("invariant", f"Constraint failed: {inv.key}: {inv.human}", path)
+                self.err("invariant", f"Constraint failed: {inv.key}: {inv.human}", loc)
 
 
 _EXTENSION_PROP = Prop("extension", 0, -1, "Extension", None, None)
@@ -529,7 +576,7 @@ class R4Validator:
             return issues
         run = Run(strict=self.level is ValidationLevel.STRICT)
         try:
-            run.resource(resource, rtype, contained=False)
+            run.resource(resource, rtype, False)
         except RecursionError:
             run.err("structure", "Resource is nested too deeply", rtype)
         except Exception:  # a validator bug must not become a 500; tests assert this never happens

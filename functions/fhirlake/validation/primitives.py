@@ -38,7 +38,7 @@ INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
 def _real_date(value: str) -> bool:
     """The regexes accept 2023-02-31; the calendar does not."""
-    if len(value) < 10:
+    if len(value) < 10 or value[8:10] <= "28":  # (the regex matched: 2 digits) every month has 28 days
         return True
     try:
         _date(int(value[0:4]), int(value[5:7]), int(value[8:10]))
@@ -62,6 +62,10 @@ def check_code(v: object) -> str | None:
         return "Must be a JSON string"
     if not v:
         return "Empty string (a value must be present, ele-1)"
+    # Fast path: printable means no ASCII whitespace but the space (\t \n \r \f \v are not printable),
+    # so a printable code without a leading, trailing or double space matches CODE_RE.
+    if v.isprintable() and (" " not in v or (v[0] != " " and v[-1] != " " and "  " not in v)):
+        return None
     return None if CODE_RE.fullmatch(v) else "Invalid code format (no leading, trailing or double whitespace)"
 
 
@@ -74,6 +78,22 @@ def _regex_checker(regex: re.Pattern[str], label: str) -> Checker:
         if not v:
             return "Empty string (a value must be present, ele-1)"
         return None if match(v) else f"Invalid {label} format"
+
+    return check
+
+
+def _uri_checker(label: str) -> Checker:
+    """``\\S+`` (uri, url, canonical): a printable string without a space has no ASCII whitespace."""
+    match = URI_RE.fullmatch
+
+    def check(v: object) -> str | None:
+        if type(v) is not str:
+            return "Must be a JSON string"
+        if not v:
+            return "Empty string (a value must be present, ele-1)"
+        if (v.isprintable() and " " not in v) or match(v):
+            return None
+        return f"Invalid {label} format"
 
     return check
 
@@ -176,9 +196,9 @@ CHECKERS: dict[str, Checker] = {
     "markdown": check_string,
     "code": check_code,
     "id": _regex_checker(ID_RE, "id"),
-    "uri": _regex_checker(URI_RE, "uri"),
-    "url": _regex_checker(URI_RE, "url"),
-    "canonical": _regex_checker(URI_RE, "canonical"),
+    "uri": _uri_checker("uri"),
+    "url": _uri_checker("url"),
+    "canonical": _uri_checker("canonical"),
     "oid": _regex_checker(OID_RE, "oid"),
     "uuid": _regex_checker(UUID_RE, "uuid"),
     "date": _date_checker(DATE_RE, "date"),

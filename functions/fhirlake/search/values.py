@@ -1,0 +1,53 @@
+"""The normalized, searchable values of a resource: what the index stores and what queries compare.
+
+One :class:`IndexValue` per (parameter, value) a resource has; ``fhirlake.search.extract`` produces them by
+evaluating the official R4 SearchParameter expressions. Every field is normalized so that comparisons are
+plain string/Decimal operations:
+
+| type      | fields used                                                                                |
+|-----------|--------------------------------------------------------------------------------------------|
+| string    | ``text`` (normalized: NFKD, accents removed, casefolded, whitespace collapsed), ``exact``      |
+| token     | ``system`` (None = absent), ``code`` (None = absent), ``text`` (normalized display/text),    |
+|           | ``type_system``/``type_code`` (Identifier.type codings, for ``:of-type``)                  |
+| reference | ``reference`` (as written, ``_history/n`` removed; ``Type/id`` for local refs),             |
+|           | ``ref_type``/``ref_id`` when it is a literal ``Type/id`` (also for absolute URLs ending so),  |
+|           | ``system``/``code`` from ``Reference.identifier`` (for ``:identifier``)                      |
+| date      | ``low``/``high``: UTC instants ``YYYY-MM-DDTHH:MM:SS.mmmZ`` bounding the value's precision    |
+|           | (a date "2020" is 2020-01-01T00:00:00.000Z..2020-12-31T23:59:59.999Z; an open Period end is   |
+|           | ``OPEN_HIGH``, an open start ``OPEN_LOW``)                                                   |
+| number    | ``number`` (Decimal), ``number_low``/``number_high`` (implicit precision range, e.g. 100 →   |
+|           | 99.5..100.5)                                                                                 |
+| quantity  | as number, plus ``system``, ``code`` (unit code) and ``text`` (normalized unit)               |
+| uri       | ``uri`` (exact string)                                                                        |
+| composite | ``components``: tuple of IndexValues, one per component, in definition order                  |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+OPEN_LOW = "0001-01-01T00:00:00.000Z"
+OPEN_HIGH = "9999-12-31T23:59:59.999Z"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexValue:
+    code: str  # the search parameter code, e.g. "birthdate"
+    type: str  # string | token | reference | date | number | quantity | uri | composite
+    text: str | None = None
+    exact: str | None = None
+    system: str | None = None
+    code_value: str | None = None  # token code / quantity unit code ("code" is the parameter)
+    type_system: str | None = None
+    type_code: str | None = None
+    reference: str | None = None
+    ref_type: str | None = None
+    ref_id: str | None = None
+    low: str | None = None
+    high: str | None = None
+    number: Decimal | None = None
+    number_low: Decimal | None = None
+    number_high: Decimal | None = None
+    uri: str | None = None
+    components: tuple[IndexValue, ...] = ()
