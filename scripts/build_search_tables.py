@@ -182,8 +182,14 @@ def resolve_ops(
             for key, _min, _max, tcode, vs, group in props:
                 if key == arg or group == arg:
                     found = True
-                    nxt.append([[*keys, key], element_type(tcode), types.implicit_system(vs),
-                                types.child_ctx(ctx, tcode)])
+                    nxt.append(
+                        [
+                            [*keys, key],
+                            element_type(tcode),
+                            types.implicit_system(vs),
+                            types.child_ctx(ctx, tcode),
+                        ]
+                    )
             if not found:
                 raise LookupError(f"no element {arg} in {ctx[1]}")
         alts = nxt
@@ -223,8 +229,9 @@ def hint_for(types: Types, expr: str, start: tuple[str, str], start_type: str) -
     return found.pop() if len(found) == 1 else None
 
 
-def build_parts(types: Types, parts: list[str], start: tuple[str, str], start_type: str, rooted: bool,
-                problems: list[str]) -> list[dict[str, Any]]:
+def build_parts(
+    types: Types, parts: list[str], start: tuple[str, str], start_type: str, rooted: bool, problems: list[str]
+) -> list[dict[str, Any]]:
     out = []
     for expr in parts:
         ops = parse_path(expr)
@@ -259,8 +266,11 @@ def main(bundle_path: str) -> None:
         unsupported: dict[str, str] = {}
         for sp in params:
             bases = sp["base"]
-            applies = rtype in bases or "Resource" in bases or (
-                "DomainResource" in bases and rtype not in RESOURCE_ONLY)
+            applies = (
+                rtype in bases
+                or "Resource" in bases
+                or ("DomainResource" in bases and rtype not in RESOURCE_ONLY)
+            )
             if not applies:
                 continue
             code = sp["code"]
@@ -270,8 +280,11 @@ def main(bundle_path: str) -> None:
             if sp["type"] in UNSUPPORTED_EXPR:
                 unsupported[code] = UNSUPPORTED_EXPR[sp["type"]]
                 continue
-            mine = [p for p in (part_for_base(x, rtype, len(bases) == 1) for x in split_top(sp["expression"]))
-                    if p]
+            mine = [
+                p
+                for p in (part_for_base(x, rtype, len(bases) == 1) for x in split_top(sp["expression"]))
+                if p
+            ]
             if not mine:
                 problems.append(f"{rtype}.{code}: no expression part for this base")
                 continue
@@ -312,8 +325,9 @@ def main(bundle_path: str) -> None:
                         comp_alts = []
                         for ccode, _ctype, cexpr in comps:
                             if cexpr.startswith("%resource."):  # relative to the resource, not the element
-                                sub = build_parts(types, [f"{rtype}.{cexpr[10:]}"], (rtype, rtype), rtype,
-                                                  True, local)
+                                sub = build_parts(
+                                    types, [f"{rtype}.{cexpr[10:]}"], (rtype, rtype), rtype, True, local
+                                )
                                 for s in sub:
                                     for a in s["alts"] or []:
                                         a[0] = ["%resource", *a[0]]
@@ -331,7 +345,11 @@ def main(bundle_path: str) -> None:
             for part in parts:
                 part.pop("_ctx", None)
             table[code] = entry
-        doc = {"type": rtype, "parameters": dict(sorted(table.items())), "unsupported": dict(sorted(unsupported.items()))}
+        doc = {
+            "type": rtype,
+            "parameters": dict(sorted(table.items())),
+            "unsupported": dict(sorted(unsupported.items())),
+        }
         (OUT / f"{rtype}.json").write_text(json.dumps(doc, separators=(",", ":"), sort_keys=False) + "\n")
     for p in problems:
         print("note:", p, file=sys.stderr)
@@ -339,4 +357,6 @@ def main(bundle_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(ROOT.parent / "shared/data/spec/r4/search-parameters.json"))
+    main(
+        sys.argv[1] if len(sys.argv) > 1 else str(ROOT.parent / "shared/data/spec/r4/search-parameters.json")
+    )

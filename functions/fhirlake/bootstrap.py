@@ -15,6 +15,8 @@ from fhirlake.api.app import FhirApi
 from fhirlake.config import Settings
 from fhirlake.persistence.blobs import S3BlobStore
 from fhirlake.persistence.dynamodb import DynamoResourceStore
+from fhirlake.persistence.dynamodb_search import DynamoSearch
+from fhirlake.search.extract import index_values
 from fhirlake.service.crud import ResourceService
 from fhirlake.validation import get_validator
 
@@ -32,10 +34,17 @@ def aws_client(service: str, session: boto3.Session | None = None) -> Any:
 
 def build_store(settings: Settings, session: boto3.Session | None = None) -> DynamoResourceStore:
     blobs = S3BlobStore(aws_client("s3", session), settings.blob_bucket)
-    return DynamoResourceStore(aws_client("dynamodb", session), settings.table_name, blobs, settings.tenant)
+    return DynamoResourceStore(
+        aws_client("dynamodb", session), settings.table_name, blobs, settings.tenant, indexer=index_values
+    )
+
+
+def build_service(settings: Settings, session: boto3.Session | None = None) -> ResourceService:
+    store = build_store(settings, session)
+    validator = get_validator(settings.validation_level)
+    return ResourceService(store, validator, searcher=DynamoSearch(store, index_values))
 
 
 def build_api(settings: Settings, session: boto3.Session | None = None) -> FhirApi:
-    validator = get_validator(settings.validation_level)
-    service = ResourceService(build_store(settings, session), validator)
-    return FhirApi(service, validator, settings.max_body_bytes)
+    service = build_service(settings, session)
+    return FhirApi(service, get_validator(settings.validation_level), settings.max_body_bytes)

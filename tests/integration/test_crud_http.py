@@ -250,7 +250,8 @@ def test_body_over_limit_is_413(fhir: FhirHttp) -> None:
 def test_not_yet_supported_features_say_so(fhir: FhirHttp) -> None:
     conditional = fhir.post("Patient", patient(), headers={"If-None-Exist": "identifier=http://x|1"})
     assert_outcome(conditional, 501)
-    assert_outcome(fhir.get("Patient", name="x"), 501)
+    assert_outcome(fhir.get("Patient", _include="Patient:organization"), 501)
+    assert_outcome(fhir.put("Patient?name=x", patient()), 501)  # conditional update
     assert_outcome(fhir.post("", {"resourceType": "Bundle", "type": "transaction"}), 501)
 
 
@@ -344,6 +345,17 @@ def test_capability_statement_is_truthful(fhir: FhirHttp) -> None:
     assert len(rest["resource"]) == 146
     patient_caps = next(r for r in rest["resource"] if r["type"] == "Patient")
     codes = {i["code"] for i in patient_caps["interaction"]}
-    assert codes == {"read", "vread", "update", "delete", "history-instance", "history-type", "create"}
-    assert "search-type" not in codes  # not implemented yet, so not claimed
+    assert codes == {
+        "read",
+        "vread",
+        "update",
+        "delete",
+        "history-instance",
+        "history-type",
+        "create",
+        "search-type",
+    }
+    assert patient_caps["conditionalUpdate"] is False  # not implemented yet, so not claimed
+    names = {p["name"] for p in patient_caps["searchParam"]}
+    assert {"name", "birthdate", "identifier", "_id", "_lastUpdated"} <= names
     assert {"code": "history-system"} in rest["interaction"]

@@ -94,7 +94,7 @@ class RacingStore:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def put(self, version: StoredVersion) -> None:
+    def put(self, version: StoredVersion, previous: StoredVersion | None = None) -> None:
         if self.losses:
             self.losses -= 1
             rival = StoredVersion(
@@ -105,8 +105,8 @@ class RacingStore:
                 "PUT",
                 {**version.resource, "active": False},
             )
-            self.inner.put(rival)  # the concurrent writer's version lands first
-        self.inner.put(version)
+            self.inner.put(rival, previous)  # the concurrent writer's version lands first
+        self.inner.put(version, previous)
 
 
 def test_losing_writer_retries_on_top_of_the_winner(store) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from fhirlake.api.http import (
     Request,
@@ -28,7 +28,7 @@ from fhirlake.api.http import (
     url_with_query,
 )
 from fhirlake.fhir import json as fhir_json
-from fhirlake.fhir.bundle import history_bundle
+from fhirlake.fhir.bundle import history_bundle, only_elements, searchset_bundle
 from fhirlake.fhir.capability import capability_statement
 from fhirlake.fhir.instant import format_instant, http_date, parse_instant
 from fhirlake.fhir.outcome import FhirError, Issue, operation_outcome
@@ -90,14 +90,14 @@ class FhirApi:
         if n == 1:
             return {
                 "POST": self._create,
-                "GET": self._not_yet("search"),
+                "GET": self._search,
                 "PUT": self._not_yet("conditional update"),
                 "DELETE": self._not_yet("conditional delete"),
             }
         if tail == ["_history"]:
             return {"GET": self._history}
         if tail == ["_search"]:
-            return {"GET": self._not_yet("search"), "POST": self._not_yet("search")}
+            return {"GET": self._search, "POST": self._search}
         if tail == ["$validate"]:
             return {"POST": self._validate}
         if tail[0].startswith("$"):
@@ -174,6 +174,37 @@ class FhirApi:
             links["next"] = url_with_query(request.base_url, path, [*kept, ("_cursor", page.next_cursor)])
         links["first"] = url_with_query(request.base_url, path, kept)
         return json_response(request, 200, history_bundle(request.base_url, page.versions, links))
+
+    def _search(self, request: Request, parts: list[str]) -> Response:
+        query = list(request.query)
+        if request.method == "POST":  # POST [type]/_search: form-encoded parameters in the body
+            media = (request.header("content-type") or "").split(";")[0].strip().lower()
+            if media != "application/x-www-form-urlencoded":
+                raise FhirError.of(
+                    415, "not-supported", "POST _search takes application/x-www-form-urlencoded"
+                )
+            query += parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
+        strict = "handling=strict" in (request.header("prefer") or "").replace(" ", "")
+        try:
+            search, page = self._service.search(parts[0], query, request.base_url, strict)
+        except InvalidCursor:
+            raise FhirError.of(400, "invalid", "The paging cursor is not valid for this search") from None
+        path = f"/{parts[0]}"
+        links = {"self": url_with_query(request.base_url, path, search.link_params)}
+        if page.next_cursor:
+            links["next"] = url_with_query(
+                request.base_url, path, [*search.link_params, ("_cursor", page.next_cursor)]
+            )
+        resources = [v.resource for v in page.versions if v.resource is not None]
+        if search.elements:
+            resources = [only_elements(r, search.elements) for r in resources]
+        total = page.total
+        if total is None and page.next_cursor is None and request.param("_cursor") is None:
+            total = len(resources)  # everything fits on the first page: the count is known for free
+        outcome = operation_outcome(search.warnings) if search.warnings else None
+        return json_response(
+            request, 200, searchset_bundle(request.base_url, resources, links, total, outcome)
+        )
 
     def _validate(self, request: Request, parts: list[str]) -> Response:
         body = self._body(request)

@@ -45,3 +45,47 @@ def history_bundle(
     bundle["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
     bundle["entry"] = [history_entry(base_url, v) for v in versions]
     return bundle
+
+
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+
+
+def only_elements(resource: dict[str, Any], elements: tuple[str, ...]) -> dict[str, Any]:
+    """``_elements``: the listed top-level elements plus the mandatory ones, tagged SUBSETTED."""
+    keep = {"resourceType", "id", "meta", *elements}
+    out = {k: v for k, v in resource.items() if k in keep}
+    meta = dict(out.get("meta") or {})
+    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+    out["meta"] = meta
+    return out
+
+
+def searchset_bundle(
+    base_url: str,
+    matches: list[dict[str, Any]],
+    links: dict[str, str],
+    total: int | None,
+    outcome: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": now_instant()},
+        "type": "searchset",
+    }
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
+    entries = [
+        {
+            "fullUrl": f"{base_url}/{resource['resourceType']}/{resource['id']}",
+            "resource": resource,
+            "search": {"mode": "match"},
+        }
+        for resource in matches
+    ]
+    if outcome is not None:
+        entries.append({"resource": outcome, "search": {"mode": "outcome"}})
+    if entries:
+        bundle["entry"] = entries
+    return bundle

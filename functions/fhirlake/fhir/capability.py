@@ -7,8 +7,26 @@ from typing import Any
 from fhirlake import __version__
 from fhirlake.fhir.instant import now_instant
 from fhirlake.fhir.types import resource_types
+from fhirlake.search.parameters import parameters
 
-TYPE_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type", "create")
+TYPE_INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+
+
+def _search_params(rtype: str) -> list[dict[str, Any]]:
+    return [
+        {"name": p.code, "definition": p.url, "type": p.type}
+        for p in sorted(parameters(rtype).values(), key=lambda p: p.code)
+        if p.type != "composite"  # composite parameters: not yet
+    ]
 
 
 def capability_statement(base_url: str) -> dict[str, Any]:
@@ -28,6 +46,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
             "conditionalRead": "not-supported",
             "conditionalUpdate": False,
             "conditionalDelete": "not-supported",
+            "searchParam": _search_params(rtype),
             "operation": [validate_op],
         }
         for rtype in sorted(resource_types())

@@ -44,8 +44,9 @@ class ResourceStore(Protocol):
 
     def version(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion | None: ...
 
-    def put(self, version: StoredVersion) -> None:
-        """Store ``version`` only if no version with its number exists yet, else VersionConflict."""
+    def put(self, version: StoredVersion, previous: StoredVersion | None = None) -> None:
+        """Store ``version`` only if ``previous`` (version n-1, None for n=1) is still current, else
+        VersionConflict. ``previous`` also tells which search entries to retire."""
         ...
 
     def history(

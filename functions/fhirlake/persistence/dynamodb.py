@@ -6,7 +6,7 @@ import base64
 import heapq
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,8 +14,9 @@ import orjson
 from botocore.exceptions import ClientError
 
 from fhirlake.fhir import json as fhir_json
-from fhirlake.persistence import HistoryPage, StoredVersion, VersionConflict, keys
+from fhirlake.persistence import HistoryPage, StoredVersion, VersionConflict, keys, search_index
 from fhirlake.persistence.blobs import S3BlobStore
+from fhirlake.search.values import IndexValue
 from fhirlake.topology import SYSTEM_HISTORY_INDEX, SYSTEM_HISTORY_SHARDS, TYPE_HISTORY_INDEX
 
 # DynamoDB items are capped at 400 KB including attribute names; keep a margin for the keys.
@@ -59,20 +60,48 @@ class InvalidCursor(ValueError):
     """A paging cursor that this store did not issue."""
 
 
+Indexer = Callable[[dict[str, Any]], list[IndexValue]]
+
+
 class DynamoResourceStore:
-    def __init__(self, dynamodb_client: Any, table_name: str, blobs: S3BlobStore, tenant: str) -> None:
+    def __init__(
+        self,
+        dynamodb_client: Any,
+        table_name: str,
+        blobs: S3BlobStore,
+        tenant: str,
+        indexer: Indexer | None = None,
+    ) -> None:
         self._ddb = dynamodb_client
         self._table = table_name
         self._blobs = blobs
         self._tenant = tenant
+        self._indexer = indexer
+
+    @property
+    def dynamodb(self) -> Any:
+        return self._ddb
+
+    @property
+    def table(self) -> str:
+        return self._table
+
+    @property
+    def tenant(self) -> str:
+        return self._tenant
 
     # -- writes -------------------------------------------------------------------------
-    def put(self, version: StoredVersion) -> None:
+    def put(self, version: StoredVersion, previous: StoredVersion | None = None) -> None:
         """One transaction: the new version item, and the current-version item moved from n-1 to n.
 
         The condition on the current item is the concurrency gate: of two writers that read version
-        n-1, exactly one commits.
+        n-1, exactly one commits. Search entries the new version adds are written just before (so a
+        client finds what it wrote as soon as the write returns); entries it no longer has are removed
+        just after, each only if no newer version has written it again.
         """
+        old_entries = self.search_entries(previous)
+        new_entries = self.search_entries(version)
+        self._put_entries(new_entries - old_entries, version.version_id)
         item, blob_key = self._to_item(version)
         current = {k: v for k, v in item.items() if not k.startswith("gsi")} | {"sk": {"S": keys.CURRENT_SK}}
         if version.version_id == 1:
@@ -101,6 +130,38 @@ class DynamoResourceStore:
             if _lost_race(exc):
                 raise VersionConflict(f"{version.resource_type}/{version.id} v{version.version_id}") from None
             raise
+        self._delete_entries(old_entries - new_entries, version.version_id)
+
+    # -- search index -------------------------------------------------------------------
+    def search_entries(self, version: StoredVersion | None) -> set[tuple[str, str]]:
+        if version is None or version.resource is None or self._indexer is None:
+            return set()
+        values = self._indexer(version.resource)
+        return search_index.entries(self._tenant, version.resource_type, version.id, values)
+
+    def _put_entries(self, entries: set[tuple[str, str]], version_id: int) -> None:
+        requests = [
+            {"PutRequest": {"Item": {"pk": {"S": pk}, "sk": {"S": sk}, "vid": {"N": str(version_id)}}}}
+            for pk, sk in sorted(entries)
+        ]
+        for start in range(0, len(requests), 25):
+            pending: dict[str, Any] = {self._table: requests[start : start + 25]}
+            while pending:
+                pending = self._ddb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+
+    def _delete_entries(self, entries: set[tuple[str, str]], version_id: int) -> None:
+        for pk, sk in entries:
+            try:
+                self._ddb.delete_item(
+                    TableName=self._table,
+                    Key={"pk": {"S": pk}, "sk": {"S": sk}},
+                    ConditionExpression="vid <= :mine",
+                    ExpressionAttributeValues={":mine": {"N": str(version_id)}},
+                )
+            except ClientError as exc:
+                # ConditionalCheckFailed: a newer version wrote the entry again, so it stays.
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
 
     def _to_item(self, v: StoredVersion) -> tuple[dict[str, Any], str | None]:
         t, rid, vid, lu = v.resource_type, v.id, v.version_id, v.last_updated
@@ -145,6 +206,14 @@ class DynamoResourceStore:
         )
         item = resp.get("Item")
         return self._from_item(item) if item else None
+
+    def current_many(self, resource_type: str, resource_ids: Iterable[str]) -> dict[str, StoredVersion]:
+        """Current versions (tombstones included) of several resources of one type, by id."""
+        table_keys = [
+            {"pk": {"S": keys.resource_pk(self._tenant, resource_type, rid)}, "sk": {"S": keys.CURRENT_SK}}
+            for rid in dict.fromkeys(resource_ids)
+        ]
+        return {v.id: v for v in self._batch_get(table_keys)}
 
     def _newest_versions(self, resource_type: str, resource_id: str, upper: str, limit: int) -> list[dict]:
         """Up to ``limit`` version items with ``sk <= upper``, newest first (strongly consistent)."""

@@ -43,7 +43,7 @@ _WS = re.compile(r"\s+")
 
 @lru_cache(maxsize=16384)
 def normalize_string(s: str) -> str:
-    """Case/accent-insensitive form for string search: NFKD, no combining marks, casefold, collapsed spaces."""
+    """Case/accent-insensitive form for string search: NFKD, no combining marks, casefold, one space."""
     if s.isascii():
         return _WS.sub(" ", s.casefold()).strip()
     decomposed = unicodedata.normalize("NFKD", s)
@@ -53,10 +53,7 @@ def normalize_string(s: str) -> str:
 
 def format_instant(moment: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC (naive datetimes are taken as UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    else:
-        moment = moment.astimezone(UTC)
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     return (
         f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
         f"{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
@@ -123,26 +120,25 @@ def date_bounds(text: str) -> tuple[str, str]:
     try:
         start = datetime(year, month, day, hour, minute, second, micro, tzinfo=tz) + extra
         start = start.astimezone(UTC)
-    except OverflowError:
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before the first representable instant
         start = None
-    low = OPEN_LOW if start is None else format_instant(start)
-    try:
-        end = None if start is None else start - timedelta(microseconds=start.microsecond % 1000) + precision - _MS
-        if end is not None and end < start - timedelta(microseconds=start.microsecond % 1000):
-            end = start
-        high = OPEN_HIGH if end is None else format_instant(end)
+    if start is None:
+        return OPEN_LOW, OPEN_HIGH
+    try:  # the last millisecond the value's precision covers (sub-millisecond precision: the value itself)
+        end = start + precision - _MS if precision >= _MS else start
+        high = format_instant(end)
     except OverflowError:
         high = OPEN_HIGH
     if leap:
         high = high[:-4] + "999Z"
-    return low, max(low, high)
+    return format_instant(start), high
 
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def number_text(value: object) -> str | None:
-    """The text of a JSON number as written (exact for ``JsonDecimal``/``Decimal``, shortest repr for float)."""
+    """A JSON number's text as written (exact for ``JsonDecimal``/``Decimal``, shortest repr for float)."""
     if isinstance(value, bool):
         return None
     text = getattr(value, "text", None)  # fhirlake.fhir.json.JsonDecimal keeps the source text

@@ -9,13 +9,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fhirlake.fhir.instant import after, now_instant
 from fhirlake.fhir.outcome import FhirError
 from fhirlake.fhir.types import is_resource_type, is_valid_id
 from fhirlake.persistence import HistoryPage, Method, ResourceStore, StoredVersion, VersionConflict
+from fhirlake.search.query import SearchRequest, parse_search
 from fhirlake.validation import Validator
+
+if TYPE_CHECKING:
+    from fhirlake.persistence.dynamodb_search import SearchPage
+
+
+class Searcher(Protocol):
+    def search(self, request: SearchRequest) -> SearchPage: ...
+
 
 # Writers that did not ask for a specific version (no If-Match) retry against the newer
 # version this many times before giving up with 409.
@@ -35,8 +44,10 @@ class ResourceService:
         validator: Validator,
         clock: Callable[[], str] = now_instant,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        searcher: Searcher | None = None,
     ) -> None:
         self._store = store
+        self._searcher = searcher
         self._validator = validator
         self._clock = clock
         self._new_id = new_id
@@ -76,6 +87,17 @@ class ResourceService:
         if resource_id is not None and not is_valid_id(resource_id):
             raise FhirError.of(404, "not-found", f"{resource_type}/{resource_id} is not known")
         return self._store.history(resource_type, resource_id, count=count, since=since, cursor=cursor)
+
+    def search(
+        self, resource_type: str, query: list[tuple[str, str]], base_url: str, strict: bool
+    ) -> tuple[SearchRequest, SearchPage]:
+        check_type(resource_type)
+        if self._searcher is None:
+            raise FhirError.of(501, "not-supported", "Search is not configured on this server")
+        request = parse_search(resource_type, query, base_url, strict)
+        if request.summary in ("true", "text", "data"):
+            raise FhirError.of(501, "not-supported", f"_summary={request.summary} is not supported yet")
+        return request, self._searcher.search(request)
 
     # -- writes -------------------------------------------------------------------------
     def create(self, resource_type: str, resource: Any) -> WriteResult:
@@ -146,7 +168,7 @@ class ResourceService:
             last_updated = after(current.last_updated, self._clock()) if current else self._clock()
             version = make(version_id, last_updated)
             try:
-                self._store.put(version)
+                self._store.put(version, current)
             except VersionConflict:
                 if expected is not None:
                     raise precondition_failed(resource_type, resource_id) from None

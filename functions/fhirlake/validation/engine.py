@@ -48,6 +48,7 @@ class Prop:
         "min",
         "name",
         "node",
+        "single",
         "type",
         "uri",
         "vs",
@@ -73,6 +74,8 @@ class Prop:
             self.kind = RESOURCE
         else:
             self.kind = COMPLEX
+        # the walk's dispatch for a value that is not an array: kind, or -1 when an array is expected
+        self.single = -1 if self.many else self.kind
 
 
 class Node:
@@ -335,47 +338,46 @@ class Run:
                     self.err("structure", f"Only one of {p.choice}[x] may be present", (loc, key))
                 else:
                     choices[p.choice] = key
-            kind = p.kind
-            if type(val) is list:
-                if (not p.many or not val or (p.max > 1 and len(val) > p.max)) and not self.bad_array(
-                    val, p, (loc, key)
-                ):
-                    continue
-                if kind == PRIM:
-                    self.prim_array(obj, key, val, p, loc)
-                elif kind == COMPLEX:
-                    child = p.node or self.reg.node_for(p)
-                    rules = strict and p.extra
-                    for i, v in enumerate(val):
-                        if type(v) is dict:
-                            self.obj(v, child, (loc, key, i))
-                            if rules:
-                                self.complex_rules(v, p, (loc, key, i))
-                        else:
-                            self.err("structure", "Must be a JSON object", (loc, key, i))
-                else:
-                    contained = key == "contained"
-                    for i, v in enumerate(val):
-                        self.resource(v, (loc, key, i), contained)
-                continue
-            if p.many and val is not None:
-                self.err("structure", "Must be an array", (loc, key))
-                continue
-            if kind == PRIM:
-                msg = p.check(val) if val is not None else "null is not a valid value"  # type: ignore[misc]
-                if msg is not None:
+            if type(val) is not list:
+                mode = p.single
+                if mode == PRIM:
+                    if val is not None:
+                        msg = p.check(val)  # type: ignore[misc]
+                        if msg is None:
+                            if strict and p.extra:
+                                self.prim_rules(val, p, (loc, key))
+                            continue
+                    else:
+                        msg = "null is not a valid value"
                     self.err("value", msg, (loc, key))
-                elif strict and p.extra:
-                    self.prim_rules(val, p, (loc, key))
-            elif kind == COMPLEX:
-                if type(val) is dict:
+                elif mode == COMPLEX and type(val) is dict:
                     self.obj(val, p.node or self.reg.node_for(p), (loc, key))
                     if strict and p.extra:
                         self.complex_rules(val, p, (loc, key))
                 else:
-                    self.err("structure", "Must be a JSON object", (loc, key))
+                    self.single(val, p, (loc, key))
+                continue
+            if (not p.many or not val or (p.max > 1 and len(val) > p.max)) and not self.bad_array(
+                val, p, (loc, key)
+            ):
+                continue
+            kind = p.kind
+            if kind == PRIM:
+                self.prim_array(obj, key, val, p, loc)
+            elif kind == COMPLEX:
+                child = p.node or self.reg.node_for(p)
+                rules = strict and p.extra
+                for i, v in enumerate(val):
+                    if type(v) is dict:
+                        self.obj(v, child, (loc, key, i))
+                        if rules:
+                            self.complex_rules(v, p, (loc, key, i))
+                    else:
+                        self.err("structure", "Must be a JSON object", (loc, key, i))
             else:
-                self.resource(val, (loc, key), False)
+                contained = key == "contained"
+                for i, v in enumerate(val):
+                    self.resource(v, (loc, key, i), contained)
         for label, keys in node.required:
             for k in keys:
                 if k in obj:
@@ -391,6 +393,17 @@ class Run:
                     "Constraint failed: ext-1: Must have either extensions or value[x], not both",
                     loc,
                 )
+
+    def single(self, val: Any, p: Prop, loc: Loc) -> None:
+        """A non-array value the fast path of :meth:`obj` does not take: inline resources and errors."""
+        if p.many and val is not None:
+            self.err("structure", "Must be an array", loc)
+        elif p.kind == PRIM:
+            self.err("value", "null is not a valid value", loc)
+        elif p.kind == COMPLEX:
+            self.err("structure", "Must be a JSON object", loc)
+        else:
+            self.resource(val, loc, False)
 
     def bad_array(self, val: list[Any], p: Prop, loc: Loc) -> bool:
         """Array-level problems; returns whether the items are still walked."""

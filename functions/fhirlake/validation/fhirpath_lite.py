@@ -444,6 +444,9 @@ def _function(name: str, base: Fn, args: list[Fn]) -> Fn:
     raise Unsupported(name)
 
 
+_NO_ENV: dict[str, Any] = {}  # shared, never written
+
+
 def try_compile(expression: str) -> Callable[[Any, Any], bool | None] | None:
     """Compile ``expression``; the result maps (focus JSON value, resource context) to True/False/None."""
     try:
@@ -454,8 +457,13 @@ def try_compile(expression: str) -> Callable[[Any, Any], bool | None] | None:
     except (Unsupported, RecursionError):
         return None
 
+    uses_env = "%" in expression  # most invariants name no variable: no environment to build
+
     def run(value: Any, rc: Any) -> bool | None:
-        env = {"resource": rc.resource, "rootResource": rc.root, "context": value} if rc is not None else {}
+        if uses_env and rc is not None:
+            env = {"resource": rc.resource, "rootResource": rc.root, "context": value}
+        else:
+            env = _NO_ENV
         result = fn([value], env)
         if not result:
             return None

@@ -1,0 +1,547 @@
+"""Index values of a resource: every R4 search parameter of its type evaluated and normalized
+(the forms are specified in ``fhirlake.search.values``).
+
+How each parameter is evaluated (deterministic; the plan is in the tables, see ``parameters``):
+
+1. Each top-level ``|`` branch of the official expression is either a plain path (``Patient.name``,
+   ``(Observation.value as Quantity)``, ``Condition.onset.as(Age)``, ``Observation.subject.where(resolve()
+   is Patient)``) walked natively over the JSON dict with its choice elements expanded at build time
+   (``valueQuantity``), or anything else (``telecom.where(system='email')``, ``relatedArtifact.where(type=
+   ...).resource``, ``Patient.deceased.exists() and ...``), evaluated with fhirpathpy (compiled once per
+   process, with ``models["r4"]``).
+2. ``.where(resolve() is T)`` cannot resolve without the store: the references are kept when their literal
+   type (``T/id``, also at the end of an absolute URL) or ``Reference.type`` is ``T``.
+3. The elements found are converted by parameter type and element type (known from the StructureDefinitions
+   at build time, or from the element's shape):
+
+   - token: Coding; CodeableConcept (one value per coding, ``text`` = normalized display, plus one text-only
+     value for ``CodeableConcept.text`` unless a coding's display already says the same); Identifier
+     (``system``/``value``, one value per ``Identifier.type``
+     coding for ``:of-type``, ``text`` = type text); ContactPoint (``value``, no system); boolean
+     (``true``/``false``); code/string/id/uri primitives (``code`` = the value; for ``code`` elements bound
+     to a single-system required value set that system, e.g. administrative-gender, as ``system``).
+   - string: string/markdown; HumanName (family, each given/prefix/suffix, text); Address (each line, city,
+     district, state, postalCode, country, text): one value per part, ``text`` normalized, ``exact`` as is.
+   - reference: Reference (``reference`` without ``/_history/n``, ``ref_type``/``ref_id`` for ``Type/id``
+     also at the end of absolute URLs, ``system``/``code_value`` from ``Reference.identifier``);
+     canonical/uri (``reference`` = the value, ``|version`` kept; type/id from the URL without version).
+     An Attachment (Consent.source-reference) has no reference: skipped.
+   - date: date/dateTime/instant (precision range); Period (open ends ``OPEN_LOW``/``OPEN_HIGH``); Timing
+     (one range from the earliest to the latest of its events and ``repeat.boundsPeriod``: the spec says
+     only the outer limits matter). Free-text ``string``/``Age``/``Range`` onsets are not dates: skipped.
+   - number: integer/decimal (implicit precision range, ``normalize.number_bounds``); Range (``number`` None,
+     ``number_low``/``number_high`` the range's low/high values, None where open).
+   - quantity: Quantity/SimpleQuantity/Age/Duration/Count/Distance (value with precision range, ``system``,
+     ``code_value`` = unit code, ``text`` = normalized unit); Money (``system`` urn:iso:std:iso:4217,
+     ``code_value`` currency); Range (as for number, units from low or high). SampledData is skipped (it is
+     a series, not a quantity).
+   - uri: ``uri`` = the value.
+   - composite: for each base element, each component's relative path is evaluated on it and converted by
+     the component parameter's type; one value per combination (cartesian product). Text-only token values
+     (from ``CodeableConcept.text``) are left out of composites: a composite token matches ``system|code``.
+4. Values are de-duplicated per parameter (first occurrence order). Contained resources are not indexed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from collections.abc import Callable, Iterable
+from functools import cache, lru_cache
+from typing import Any
+
+from fhirlake.fhir.types import resource_types
+from fhirlake.search.normalize import (
+    OPEN_HIGH,
+    OPEN_LOW,
+    date_bounds,
+    normalize_string,
+    number_bounds,
+    number_text,
+)
+from fhirlake.search.parameters import SearchParameter, parameters
+from fhirlake.search.values import IndexValue
+
+__all__ = ["element_values", "evaluate", "index_values", "parameter_values"]
+
+log = logging.getLogger(__name__)
+
+QUANTITY_TYPES = frozenset(
+    {"Quantity", "SimpleQuantity", "MoneyQuantity", "Age", "Count", "Distance", "Duration"}
+)
+ISO_4217 = "urn:iso:std:iso:4217"
+_HISTORY = re.compile(r"/_history/[^/]*$")
+_LITERAL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
+
+Out = list[IndexValue]
+
+# IndexValue is a frozen 18-field dataclass: its __init__ (~6 us) dominated extraction time. Values are
+# immutable and repeat a lot across resources (codes, units, statuses, references), so they are built
+# through a bounded cache (~0.5 us on a hit).
+_iv = lru_cache(maxsize=1 << 16)(IndexValue)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _walk(root: Any, keys: tuple[str, ...]) -> list[Any]:
+    """The values at a JSON key path, lists flattened at every step, nulls dropped."""
+    current = [root]
+    for key in keys:
+        nxt: list[Any] = []
+        for node in current:
+            if type(node) is not dict:
+                continue
+            value = node.get(key)
+            if value is None:
+                continue
+            if type(value) is list:
+                nxt.extend(v for v in value if v is not None)
+            else:
+                nxt.append(value)
+        if not nxt:
+            return nxt
+        current = nxt
+    return current
+
+
+@cache
+def _compiled(expression: str) -> Callable[[Any], list[Any]]:
+    import fhirpathpy
+    from fhirpathpy.models import models
+
+    return fhirpathpy.compile(expression, model=models["r4"])
+
+
+def evaluate(sp: SearchParameter, resource: dict[str, Any]) -> list[tuple[Any, str | None, str | None]]:
+    """The elements a parameter's expression selects: (element, FHIR type or None, implicit system).
+
+    Reference filters of ``.where(resolve() is T)`` are applied. For composites: the base elements.
+    """
+    out: list[tuple[Any, str | None, str | None]] = []
+    for part in sp.parts:
+        if part.alternatives is not None:
+            found = [
+                (v, alt.element_type, alt.implicit_system)
+                for alt in part.alternatives
+                for v in _walk(resource, alt.keys)
+            ]
+        else:
+            found = [(v, part.hint, None) for v in _compiled(part.expression)(resource)]
+        if part.resolve_type is not None:
+            found = [f for f in found if _reference_type(f[0]) == part.resolve_type]
+        out.extend(found)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Conversion per parameter type
+
+
+def _reference_type(ref: Any) -> str | None:
+    if type(ref) is dict:
+        literal = ref.get("reference")
+        if isinstance(literal, str):
+            m = _LITERAL.search(_HISTORY.sub("", literal))
+            if m and m.group(1) in resource_types():
+                return m.group(1)
+        declared = ref.get("type")
+        return declared if isinstance(declared, str) else None
+    if isinstance(ref, str):
+        m = _LITERAL.search(ref.split("|", 1)[0])
+        if m and m.group(1) in resource_types():
+            return m.group(1)
+    return None
+
+
+def _text(value: Any) -> str | None:
+    return normalize_string(value) if isinstance(value, str) and value else None
+
+
+def _shape(value: Any) -> str | None:
+    """Guess the FHIR type of an element from its JSON shape (for expressions without a known type)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, int | float) or (number_text(value) is not None and not isinstance(value, dict)):
+        return "decimal"
+    if type(value) is not dict:
+        return None
+    if "coding" in value:
+        return "CodeableConcept"
+    if "reference" in value or ("identifier" in value and "display" in value):
+        return "Reference"
+    if "start" in value or "end" in value:
+        return "Period"
+    if "low" in value or "high" in value:
+        return "Range"
+    if "family" in value or "given" in value:
+        return "HumanName"
+    if "line" in value or "city" in value or "postalCode" in value:
+        return "Address"
+    if "value" in value and ("unit" in value or "comparator" in value):
+        return "Quantity"
+    if "currency" in value:
+        return "Money"
+    if (
+        "value" in value
+        and "system" in value
+        and value.get("system") in ("phone", "fax", "email", "pager", "url", "sms", "other")
+    ):
+        return "ContactPoint"
+    if "value" in value:
+        return "Identifier"
+    if "code" in value or "system" in value:
+        return "Coding"
+    if "event" in value or "repeat" in value:
+        return "Timing"
+    return None
+
+
+def _coding(code: str, c: Any, out: Out, cc_text: str | None = None) -> None:
+    if type(c) is not dict:
+        return
+    system, value, display = c.get("system"), c.get("code"), _text(c.get("display"))
+    if system is None and value is None and display is None:
+        return
+    out.append(_iv(code, "token", text=display, system=system, code_value=value))
+
+
+def _token(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) -> None:
+    if etype is None or etype in ("Element", "BackboneElement"):
+        etype = _shape(v)
+    if etype == "CodeableConcept":
+        if type(v) is not dict:
+            return
+        start = len(out)
+        for c in v.get("coding") or ():
+            _coding(code, c, out)
+        text = _text(v.get("text"))
+        if text and all(iv.text != text for iv in out[start:]):
+            out.append(_iv(code, "token", text=text))
+    elif etype == "Coding":
+        _coding(code, v, out)
+    elif etype == "Identifier":
+        if type(v) is not dict:
+            return
+        system, value = v.get("system"), v.get("value")
+        itype = v.get("type") if type(v.get("type")) is dict else {}
+        text = _text(itype.get("text"))
+        if system is None and value is None:
+            return
+        typed = False
+        for c in itype.get("coding") or ():
+            if type(c) is dict and (c.get("system") or c.get("code")):
+                typed = True
+                out.append(
+                    _iv(
+                        code,
+                        "token",
+                        text=text,
+                        system=system,
+                        code_value=value,
+                        type_system=c.get("system"),
+                        type_code=c.get("code"),
+                    )
+                )
+        if not typed:
+            out.append(_iv(code, "token", text=text, system=system, code_value=value))
+    elif etype == "ContactPoint":
+        if type(v) is dict and isinstance(v.get("value"), str):
+            out.append(_iv(code, "token", code_value=v["value"]))
+    elif etype == "boolean" or isinstance(v, bool):
+        if isinstance(v, bool):
+            out.append(_iv(code, "token", code_value="true" if v else "false"))
+    elif isinstance(v, str):
+        out.append(_iv(code, "token", system=implicit, code_value=v))
+    elif isinstance(v, int):
+        out.append(_iv(code, "token", code_value=str(v)))
+
+
+_NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
+_ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
+
+
+def _string(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) -> None:
+    if isinstance(v, str):
+        if v:
+            out.append(_iv(code, "string", text=normalize_string(v), exact=v))
+        return
+    if type(v) is not dict:
+        return
+    if etype not in ("HumanName", "Address"):
+        etype = _shape(v)
+    keys = _NAME_PARTS if etype == "HumanName" else _ADDRESS_PARTS if etype == "Address" else ()
+    for key in keys:
+        part = v.get(key)
+        for s in part if type(part) is list else (part,):
+            if isinstance(s, str) and s:
+                out.append(_iv(code, "string", text=normalize_string(s), exact=s))
+
+
+def _literal(text: str) -> tuple[str | None, str | None]:
+    m = _LITERAL.search(text)
+    if m and m.group(1) in resource_types():
+        return m.group(1), m.group(2)
+    return None, None
+
+
+def _reference(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) -> None:
+    if isinstance(v, str):  # canonical / uri / url
+        if v:
+            rtype, rid = _literal(v.split("|", 1)[0])
+            out.append(_iv(code, "reference", reference=v, ref_type=rtype, ref_id=rid))
+        return
+    if type(v) is not dict or etype == "Attachment":
+        return
+    literal = v.get("reference")
+    reference = rtype = rid = None
+    if isinstance(literal, str) and literal:
+        reference = _HISTORY.sub("", literal)
+        rtype, rid = _literal(reference)
+    ident = v.get("identifier")
+    system = value = None
+    if type(ident) is dict:
+        system, value = ident.get("system"), ident.get("value")
+    if reference is None and system is None and value is None:
+        return
+    out.append(
+        _iv(
+            code,
+            "reference",
+            reference=reference,
+            ref_type=rtype,
+            ref_id=rid,
+            system=system,
+            code_value=value,
+        )
+    )
+
+
+def _bounds(text: Any) -> tuple[str, str] | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return date_bounds(text)
+    except ValueError:
+        return None
+
+
+def _date(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) -> None:
+    if isinstance(v, str):
+        if etype in (None, "date", "dateTime", "instant"):
+            b = _bounds(v)
+            if b:
+                out.append(_iv(code, "date", low=b[0], high=b[1]))
+        return
+    if type(v) is not dict:
+        return
+    if etype not in ("Period", "Timing"):
+        etype = _shape(v)
+    if etype == "Period":
+        start, end = _bounds(v.get("start")), _bounds(v.get("end"))
+        if start or end:
+            out.append(
+                _iv(code, "date", low=start[0] if start else OPEN_LOW, high=end[1] if end else OPEN_HIGH)
+            )
+    elif etype == "Timing":
+        lows: list[str] = []
+        highs: list[str] = []
+        for event in v.get("event") or ():
+            b = _bounds(event)
+            if b:
+                lows.append(b[0])
+                highs.append(b[1])
+        repeat = v.get("repeat")
+        period = repeat.get("boundsPeriod") if type(repeat) is dict else None
+        if type(period) is dict:
+            start, end = _bounds(period.get("start")), _bounds(period.get("end"))
+            if start or end:
+                lows.append(start[0] if start else OPEN_LOW)
+                highs.append(end[1] if end else OPEN_HIGH)
+        if lows:
+            out.append(_iv(code, "date", low=min(lows), high=max(highs)))
+
+
+def _decimal(value: Any) -> Any:
+    text = number_text(value)
+    if text is None:
+        return None
+    try:
+        return number_bounds(text)
+    except ValueError:
+        return None
+
+
+def _range_bounds(v: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    low, high = v.get("low"), v.get("high")
+    low = low if type(low) is dict else {}
+    high = high if type(high) is dict else {}
+    lo, hi = _decimal(low.get("value")), _decimal(high.get("value"))
+    return (lo[0] if lo else None), (hi[0] if hi else None), (low if "value" in low else high)
+
+
+def _number(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) -> None:
+    if type(v) is dict:
+        if etype == "Range" or _shape(v) == "Range":
+            lo, hi, _unit = _range_bounds(v)
+            if lo is not None or hi is not None:
+                out.append(_iv(code, "number", number_low=lo, number_high=hi))
+        return
+    b = _decimal(v)
+    if b:
+        out.append(_iv(code, "number", number=b[0], number_low=b[1], number_high=b[2]))
+
+
+def _quantity(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) -> None:
+    if type(v) is not dict:
+        if etype in ("decimal", "integer", None):  # a bare number (no unit)
+            b = _decimal(v)
+            if b:
+                out.append(_iv(code, "quantity", number=b[0], number_low=b[1], number_high=b[2]))
+        return
+    if etype is None or (etype not in QUANTITY_TYPES and etype not in ("Money", "Range", "SampledData")):
+        etype = _shape(v)
+    if etype == "Range":
+        lo, hi, unit = _range_bounds(v)
+        if lo is not None or hi is not None:
+            out.append(
+                _iv(
+                    code,
+                    "quantity",
+                    number_low=lo,
+                    number_high=hi,
+                    system=unit.get("system"),
+                    code_value=unit.get("code"),
+                    text=_text(unit.get("unit")),
+                )
+            )
+        return
+    if etype == "Money":
+        b = _decimal(v.get("value"))
+        if b:
+            currency = v.get("currency")
+            out.append(
+                _iv(
+                    code,
+                    "quantity",
+                    number=b[0],
+                    number_low=b[1],
+                    number_high=b[2],
+                    system=ISO_4217 if currency else None,
+                    code_value=currency,
+                )
+            )
+        return
+    if etype in QUANTITY_TYPES:
+        b = _decimal(v.get("value"))
+        if b:
+            out.append(
+                _iv(
+                    code,
+                    "quantity",
+                    number=b[0],
+                    number_low=b[1],
+                    number_high=b[2],
+                    system=v.get("system"),
+                    code_value=v.get("code"),
+                    text=_text(v.get("unit")),
+                )
+            )
+
+
+def _uri(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) -> None:
+    if isinstance(v, str) and v:
+        out.append(_iv(code, "uri", uri=v))
+
+
+CONVERTERS: dict[str, Callable[[str, Any, str | None, str | None, Out], None]] = {
+    "token": _token,
+    "string": _string,
+    "reference": _reference,
+    "date": _date,
+    "number": _number,
+    "quantity": _quantity,
+    "uri": _uri,
+}
+
+
+def element_values(
+    code: str,
+    param_type: str,
+    element: Any,
+    element_type: str | None = None,
+    implicit_system: str | None = None,
+) -> list[IndexValue]:
+    """The IndexValues of one FHIR element for a parameter of ``param_type`` (not composite)."""
+    out: Out = []
+    CONVERTERS[param_type](code, element, element_type, implicit_system, out)
+    return out
+
+
+def _composite(sp: SearchParameter, resource: dict[str, Any], out: Out) -> None:
+    for part in sp.parts:
+        for alt in part.alternatives or ():
+            for base in _walk(resource, alt.keys):
+                per_component: list[list[IndexValue]] = []
+                for ccode, ctype, calts in zip(
+                    (c[0] for c in sp.components), sp.component_types, alt.components, strict=True
+                ):
+                    values: Out = []
+                    convert = CONVERTERS[ctype]
+                    for calt in calts:
+                        found = (
+                            _walk(resource, calt.keys[1:])
+                            if calt.keys[:1] == ("%resource",)
+                            else _walk(base, calt.keys)
+                        )
+                        for v in found:
+                            convert(ccode, v, calt.element_type, calt.implicit_system, values)
+                    if ctype == "token":  # a text-only token (CodeableConcept.text) cannot match system|code
+                        values = [v for v in values if v.code_value is not None or v.system is not None]
+                    if not values:
+                        break
+                    per_component.append(list(dict.fromkeys(values)))
+                else:
+                    for combo in itertools.product(*per_component):
+                        out.append(_iv(sp.code, "composite", components=combo))
+
+
+def parameter_values(sp: SearchParameter, resource: dict[str, Any]) -> list[IndexValue]:
+    """The de-duplicated IndexValues of one parameter for a resource."""
+    out: Out = []
+    if sp.type == "composite":
+        _composite(sp, resource, out)
+    else:
+        convert = CONVERTERS[sp.type]
+        code = sp.code
+        for element, etype, implicit in evaluate(sp, resource):
+            convert(code, element, etype, implicit, out)
+    return list(dict.fromkeys(out)) if len(out) > 1 else out
+
+
+def index_values(resource: dict[str, Any], *, strict: bool = False) -> list[IndexValue]:
+    """All IndexValues of a resource, for every supported parameter of its type.
+
+    A failure inside one parameter (which valid R4 never triggers) is logged and that parameter skipped,
+    unless ``strict``. ValueError if ``resourceType`` is not an R4 resource type.
+    """
+    rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+    if not isinstance(rtype, str):
+        raise ValueError("not a FHIR resource (no resourceType)")
+    try:
+        params: Iterable[SearchParameter] = parameters(rtype).values()
+    except KeyError:
+        raise ValueError(f"not an R4 resource type: {rtype!r}") from None
+    out: Out = []
+    for sp in params:
+        try:
+            out.extend(parameter_values(sp, resource))
+        except Exception:
+            if strict:
+                raise
+            log.warning("search parameter %s.%s could not be evaluated", rtype, sp.code, exc_info=True)
+    return out
