@@ -16,6 +16,7 @@ Routes (R4 http.html), relative to the FHIR base:
 from __future__ import annotations
 
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -91,8 +92,8 @@ class FhirApi:
             return {
                 "POST": self._create,
                 "GET": self._search,
-                "PUT": self._not_yet("conditional update"),
-                "DELETE": self._not_yet("conditional delete"),
+                "PUT": self._conditional_update,
+                "DELETE": self._conditional_delete,
             }
         if tail == ["_history"]:
             return {"GET": self._history}
@@ -127,17 +128,34 @@ class FhirApi:
         return json_response(request, 200, version.resource, _version_headers(request, version))
 
     def _create(self, request: Request, parts: list[str]) -> Response:
-        if request.header("if-none-exist"):
-            # Ignoring it would silently create duplicates the client asked us to avoid.
-            raise FhirError.of(
-                501, "not-supported", "Conditional create (If-None-Exist) is not supported yet"
+        if_none_exist = request.header("if-none-exist")
+        if if_none_exist:
+            result = self._service.conditional_create(
+                parts[0], self._body(request), if_none_exist.lstrip("?"), request.base_url
             )
+            return self._write_response(request, result.version, 201 if result.created else 200)
         result = self._service.create(parts[0], self._body(request))
         return self._write_response(request, result.version, 201)
 
     def _update(self, request: Request, parts: list[str]) -> Response:
         result = self._service.update(parts[0], parts[1], self._body(request), request.header("if-match"))
         return self._write_response(request, result.version, 201 if result.created else 200)
+
+    def _conditional_update(self, request: Request, parts: list[str]) -> Response:
+        result = self._service.conditional_update(
+            parts[0], list(request.query), self._body(request), request.base_url, request.header("if-match")
+        )
+        return self._write_response(request, result.version, 201 if result.created else 200)
+
+    def _conditional_delete(self, request: Request, parts: list[str]) -> Response:
+        deleted = self._service.conditional_delete(parts[0], list(request.query), request.base_url)
+        if _prefer_return(request) == "OperationOutcome":
+            message = f"{len(deleted)} {parts[0]} resource(s) deleted"
+            return json_response(
+                request, 200, operation_outcome([Issue("information", "informational", message)])
+            )
+        headers = {"ETag": f'W/"{deleted[0].version_id}"'} if len(deleted) == 1 else {}
+        return Response(204, headers)
 
     def _delete(self, request: Request, parts: list[str]) -> Response:
         tombstone = self._service.delete(parts[0], parts[1], request.header("if-match"))
@@ -279,8 +297,18 @@ def version_url(base_url: str, version: StoredVersion) -> str:
 
 
 def _not_modified(request: Request, version: StoredVersion) -> bool:
+    """Conditional read (http.html#cread): If-None-Match wins over If-Modified-Since, as in RFC 7232."""
     none_match = request.header("if-none-match")
-    return bool(none_match) and none_match.strip() in (f'W/"{version.version_id}"', f'"{version.version_id}"')
+    if none_match:
+        return none_match.strip() in (f'W/"{version.version_id}"', f'"{version.version_id}"')
+    modified_since = request.header("if-modified-since")
+    if modified_since:
+        try:
+            since = parsedate_to_datetime(modified_since)
+        except (TypeError, ValueError):
+            return False  # an unparseable date is ignored (RFC 7232 section 3.3)
+        return parse_instant(version.last_updated).replace(microsecond=0) <= since
+    return False
 
 
 def _prefer_return(request: Request) -> str:

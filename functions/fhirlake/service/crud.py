@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qsl
 
 from fhirlake.fhir.instant import after, now_instant
 from fhirlake.fhir.outcome import FhirError
@@ -29,6 +30,7 @@ class Searcher(Protocol):
 # Writers that did not ask for a specific version (no If-Match) retry against the newer
 # version this many times before giving up with 409.
 MAX_WRITE_ATTEMPTS = 5
+MAX_CONDITIONAL_DELETE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,76 @@ class ResourceService:
         except VersionConflict:  # an id collision: astronomically unlikely with uuid4
             raise FhirError.of(409, "conflict", "Id collision; retry the create") from None
         return WriteResult(version, created=True)
+
+    # -- conditional interactions (http.html#ccreate, #cond-update, #cdelete) -------------
+    def conditional_create(
+        self, resource_type: str, resource: Any, if_none_exist: str, base_url: str
+    ) -> WriteResult:
+        """Create unless ``if_none_exist`` (a query string) matches: one match is returned as it is
+        (``created`` False), several are a 412."""
+        check_type(resource_type)
+        self._validate(resource, resource_type)
+        found = self._find(resource_type, parse_qsl(if_none_exist, keep_blank_values=True), base_url, 2)
+        if len(found) > 1:
+            raise FhirError.of(412, "duplicate", "If-None-Exist matches more than one resource")
+        if found:
+            return WriteResult(found[0], created=False)
+        return self.create(resource_type, resource)
+
+    def conditional_update(
+        self,
+        resource_type: str,
+        query: list[tuple[str, str]],
+        resource: Any,
+        base_url: str,
+        if_match: str | None,
+    ) -> WriteResult:
+        check_type(resource_type)
+        found = self._find(resource_type, query, base_url, 2)
+        if len(found) > 1:
+            raise FhirError.of(
+                412, "multiple-matches", "The conditional update criteria match several resources"
+            )
+        body_id = resource.get("id") if isinstance(resource, dict) else None
+        if not found:
+            if body_id is None:
+                return self.create(resource_type, resource)
+            return self.update(resource_type, body_id, resource, if_match)  # update as create
+        target = found[0].id
+        if body_id is not None and body_id != target:
+            raise FhirError.of(
+                400,
+                "invalid",
+                "The resource id does not match the resource the criteria select",
+                f"{resource_type}.id",
+            )
+        return self.update(resource_type, target, {**resource, "id": target}, if_match)
+
+    def conditional_delete(
+        self, resource_type: str, query: list[tuple[str, str]], base_url: str
+    ) -> list[StoredVersion]:
+        """Delete every match (the CapabilityStatement says ``conditionalDelete: multiple``), up to
+        MAX_CONDITIONAL_DELETE of them; more is a 412 rather than a long-running request."""
+        check_type(resource_type)
+        found = self._find(resource_type, query, base_url, MAX_CONDITIONAL_DELETE + 1)
+        if len(found) > MAX_CONDITIONAL_DELETE:
+            raise FhirError.of(
+                412, "too-costly", f"The criteria match more than {MAX_CONDITIONAL_DELETE} resources"
+            )
+        deleted = [self.delete(resource_type, v.id, None) for v in found]
+        return [v for v in deleted if v is not None]
+
+    def _find(
+        self, resource_type: str, query: list[tuple[str, str]], base_url: str, limit: int
+    ) -> list[StoredVersion]:
+        criteria = [(k, v) for k, v in query if k not in ("_format", "_pretty")]
+        if not criteria:
+            raise FhirError.of(400, "required", "A conditional interaction needs search parameters")
+        if self._searcher is None:
+            raise FhirError.of(501, "not-supported", "Search is not configured on this server")
+        # Unknown parameters must not widen the match: conditional interactions parse strictly.
+        request = parse_search(resource_type, [*criteria, ("_count", str(limit))], base_url, strict=True)
+        return self._searcher.search(request).versions
 
     def update(
         self, resource_type: str, resource_id: str, resource: Any, if_match: str | None
