@@ -204,9 +204,10 @@ class FhirApi:
             query += parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
         strict = "handling=strict" in (request.header("prefer") or "").replace(" ", "")
         try:
-            search, page = self._service.search(parts[0], query, request.base_url, strict)
+            result = self._service.search(parts[0], query, request.base_url, strict)
         except InvalidCursor:
             raise FhirError.of(400, "invalid", "The paging cursor is not valid for this search") from None
+        search, page = result.request, result.page
         path = f"/{parts[0]}"
         links = {"self": url_with_query(request.base_url, path, search.link_params)}
         if page.next_cursor:
@@ -214,15 +215,15 @@ class FhirApi:
                 request.base_url, path, [*search.link_params, ("_cursor", page.next_cursor)]
             )
         resources = [v.resource for v in page.versions if v.resource is not None]
+        included = [v.resource for v in result.included if v.resource is not None]
         if search.elements:
             resources = [only_elements(r, search.elements) for r in resources]
         total = page.total
         if total is None and page.next_cursor is None and request.param("_cursor") is None:
             total = len(resources)  # everything fits on the first page: the count is known for free
-        outcome = operation_outcome(search.warnings) if search.warnings else None
-        return json_response(
-            request, 200, searchset_bundle(request.base_url, resources, links, total, outcome)
-        )
+        outcome = operation_outcome(result.warnings) if result.warnings else None
+        bundle = searchset_bundle(request.base_url, resources, links, total, outcome, included)
+        return json_response(request, 200, bundle)
 
     def _validate(self, request: Request, parts: list[str]) -> Response:
         body = self._body(request)

@@ -66,6 +66,7 @@ def searchset_bundle(
     links: dict[str, str],
     total: int | None,
     outcome: dict[str, Any] | None = None,
+    included: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
@@ -80,9 +81,10 @@ def searchset_bundle(
         {
             "fullUrl": f"{base_url}/{resource['resourceType']}/{resource['id']}",
             "resource": resource,
-            "search": {"mode": "match"},
+            "search": {"mode": mode},
         }
-        for resource in matches
+        for mode, group in (("match", matches), ("include", included or []))
+        for resource in group
     ]
     if outcome is not None:
         entries.append({"resource": outcome, "search": {"mode": "outcome"}})

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
 
 from fhirlake.fhir.instant import after, now_instant
-from fhirlake.fhir.outcome import FhirError
+from fhirlake.fhir.outcome import FhirError, Issue
 from fhirlake.fhir.types import is_resource_type, is_valid_id
 from fhirlake.persistence import HistoryPage, Method, ResourceStore, StoredVersion, VersionConflict
-from fhirlake.search.query import SearchRequest, parse_search
+from fhirlake.search.query import MAX_COUNT, SearchRequest, parse_search
+from fhirlake.service.includes import MAX_INCLUDED, IncludeResolver, parse_includes, split_include_parameters
 from fhirlake.validation import Validator
 
 if TYPE_CHECKING:
@@ -31,6 +32,14 @@ class Searcher(Protocol):
 # version this many times before giving up with 409.
 MAX_WRITE_ATTEMPTS = 5
 MAX_CONDITIONAL_DELETE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    request: SearchRequest
+    page: SearchPage
+    included: list[StoredVersion]  # _include / _revinclude
+    warnings: list[Issue]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,26 +101,35 @@ class ResourceService:
 
     def search(
         self, resource_type: str, query: list[tuple[str, str]], base_url: str, strict: bool
-    ) -> tuple[SearchRequest, SearchPage]:
+    ) -> SearchResult:
         check_type(resource_type)
         if self._searcher is None:
             raise FhirError.of(501, "not-supported", "Search is not configured on this server")
-        request = parse_search(resource_type, query, base_url, strict)
+        own, include_items = split_include_parameters(query)
+        specs = parse_includes(include_items)
+        request = parse_search(resource_type, own, base_url, strict)
+        request.link_params += include_items
         if request.summary in ("true", "text", "data"):
             raise FhirError.of(501, "not-supported", f"_summary={request.summary} is not supported yet")
-        return request, self._searcher.search(request)
+        page = self._searcher.search(request)
+        included: list[StoredVersion] = []
+        warnings = list(request.warnings)
+        if specs and request.summary != "count":
+            resolver = IncludeResolver(self._store.current_many, self._all_matches)
+            included, include_warnings = resolver.resolve(page.versions, specs, base_url)
+            warnings += include_warnings
+        return SearchResult(request, page, included, warnings)
 
-    # -- writes -------------------------------------------------------------------------
-    def create(self, resource_type: str, resource: Any) -> WriteResult:
-        check_type(resource_type)
-        self._validate(resource, resource_type)
-        # R4 http.html#create: an id in the body is ignored; the server assigns one.
-        version = self._stamp(resource_type, self._new_id(), resource, 1, self._clock(), "POST")
-        try:
-            self._store.put(version)
-        except VersionConflict:  # an id collision: astronomically unlikely with uuid4
-            raise FhirError.of(409, "conflict", "Id collision; retry the create") from None
-        return WriteResult(version, created=True)
+    def _all_matches(self, request: SearchRequest) -> list[StoredVersion]:
+        assert self._searcher is not None
+        request.count = MAX_COUNT
+        found: list[StoredVersion] = []
+        while True:
+            page = self._searcher.search(request)
+            found += page.versions
+            if page.next_cursor is None or len(found) >= MAX_INCLUDED:
+                return found
+            request.cursor = page.next_cursor
 
     # -- conditional interactions (http.html#ccreate, #cond-update, #cdelete) -------------
     def conditional_create(
