@@ -248,7 +248,7 @@ def test_body_over_limit_is_413(fhir: FhirHttp) -> None:
 
 
 def test_not_yet_supported_features_say_so(fhir: FhirHttp) -> None:
-    assert_outcome(fhir.get("Patient", _include="Patient:organization"), 501)
+    assert_outcome(fhir.get("Patient", **{"_has:Observation:patient:code": "1234-5"}), 501)
     assert_outcome(fhir.post("", {"resourceType": "Bundle", "type": "transaction"}), 501)
 
 

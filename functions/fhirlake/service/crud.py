@@ -131,6 +131,18 @@ class ResourceService:
                 return found
             request.cursor = page.next_cursor
 
+    # -- writes -------------------------------------------------------------------------
+    def create(self, resource_type: str, resource: Any) -> WriteResult:
+        check_type(resource_type)
+        self._validate(resource, resource_type)
+        # R4 http.html#create: an id in the body is ignored; the server assigns one.
+        version = self._stamp(resource_type, self._new_id(), resource, 1, self._clock(), "POST")
+        try:
+            self._store.put(version)
+        except VersionConflict:  # an id collision: astronomically unlikely with uuid4
+            raise FhirError.of(409, "conflict", "Id collision; retry the create") from None
+        return WriteResult(version, created=True)
+
     # -- conditional interactions (http.html#ccreate, #cond-update, #cdelete) -------------
     def conditional_create(
         self, resource_type: str, resource: Any, if_none_exist: str, base_url: str
