@@ -249,7 +249,6 @@ def test_body_over_limit_is_413(fhir: FhirHttp) -> None:
 
 def test_not_yet_supported_features_say_so(fhir: FhirHttp) -> None:
     assert_outcome(fhir.get("Patient", **{"_has:Observation:patient:code": "1234-5"}), 501)
-    assert_outcome(fhir.post("", {"resourceType": "Bundle", "type": "transaction"}), 501)
 
 
 # -- large resources ----------------------------------------------------------------------
@@ -357,3 +356,4 @@ def test_capability_statement_is_truthful(fhir: FhirHttp) -> None:
     names = {p["name"] for p in patient_caps["searchParam"]}
     assert {"name", "birthdate", "identifier", "_id", "_lastUpdated"} <= names
     assert {"code": "history-system"} in rest["interaction"]
+    assert {"code": "transaction"} in rest["interaction"] and {"code": "batch"} in rest["interaction"]

@@ -20,6 +20,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from fhirlake.api.bundles import BundleProcessor
 from fhirlake.api.http import (
     Request,
     Response,
@@ -78,7 +79,7 @@ class FhirApi:
     def _methods_for(self, parts: list[str]) -> dict[str, Handler]:
         n = len(parts)
         if n == 0:
-            return {"POST": self._not_yet("batch and transaction Bundles")}
+            return {"POST": self._bundle}
         head = parts[0]
         if n == 1 and head == "metadata":
             return {"GET": self._capabilities}
@@ -140,6 +141,10 @@ class FhirApi:
     def _update(self, request: Request, parts: list[str]) -> Response:
         result = self._service.update(parts[0], parts[1], self._body(request), request.header("if-match"))
         return self._write_response(request, result.version, 201 if result.created else 200)
+
+    def _bundle(self, request: Request, _parts: list[str]) -> Response:
+        processor = BundleProcessor(self._service, self.handle)
+        return json_response(request, 200, processor.process(self._body(request), request))
 
     def _conditional_update(self, request: Request, parts: list[str]) -> Response:
         result = self._service.conditional_update(

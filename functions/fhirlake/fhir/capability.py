@@ -70,7 +70,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                     "description": "AWS IAM (SigV4) authorization on every request.",
                 },
                 "resource": resources,
-                "interaction": [{"code": "history-system"}],
+                "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
                 "operation": [validate_op],
             }
         ],

@@ -19,6 +19,70 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 _DYNAMODB_TARGETS = ("DynamoDB_", "DynamoDBStreams_")
 
 
+class _NoBackup(dict):
+    """``backend.tables`` as moto's ``transact_write_items`` sees it when no rollback can be needed: its
+    backup step (``if name in self.tables: deepcopy(table)``) finds nothing; lookups work as usual."""
+
+    def __contains__(self, key: object) -> bool:
+        return False
+
+
+def _transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) -> None:
+    """moto deep-copies every table a transaction touches before applying it (to roll back): a cost that
+    grows with the table (seconds per write once the search index holds a few thousand entries). The
+    transaction's conditions are checked here first, on distinct items and with nothing written; when
+    they all hold, moto applies the writes without the copy. Anything else (a failing condition, a
+    malformed request) takes moto's own path unchanged."""
+    from moto.dynamodb.comparisons import get_filter_expression
+
+    try:
+        seen = set()
+        for entry in transact_items:
+            ((op_type, op),) = entry.items()
+            table = backend.get_table(op["TableName"])
+            if op_type == "Put":
+                key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = op["Item"][table.range_key_attr]
+            elif op_type in ("Delete", "Update", "ConditionCheck"):
+                key = op["Key"]
+            else:
+                raise ValueError(op_type)
+            unique = (op["TableName"], str(sorted(key.items())))
+            if unique in seen:
+                raise ValueError("same item twice")
+            seen.add(unique)
+            if op.get("ConditionExpression") is not None:
+                condition = get_filter_expression(
+                    op["ConditionExpression"],
+                    op.get("ExpressionAttributeNames"),
+                    op.get("ExpressionAttributeValues"),
+                )
+                if not condition.expr(backend.get_item(op["TableName"], key)):
+                    raise ValueError("condition")
+    except Exception:
+        return _ORIGINAL_TRANSACT(backend, transact_items)
+    tables = backend.tables
+    backend.tables = _NoBackup(tables)
+    try:
+        _ORIGINAL_TRANSACT(backend, transact_items)
+    finally:
+        tables.update(backend.tables)
+        backend.tables = tables
+
+
+_ORIGINAL_TRANSACT: Callable[..., None] = None  # type: ignore[assignment]
+
+
+def _patch_transactions() -> None:
+    global _ORIGINAL_TRANSACT
+    from moto.dynamodb.models import DynamoDBBackend
+
+    if _ORIGINAL_TRANSACT is None:
+        _ORIGINAL_TRANSACT = DynamoDBBackend.transact_write_items
+        DynamoDBBackend.transact_write_items = _transact_write_items
+
+
 class _SerializedDynamoDB:
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self._app = app
@@ -29,6 +93,35 @@ class _SerializedDynamoDB:
             return self._app(environ, start_response)
         with self._lock:
             return list(self._app(environ, start_response))  # the body is produced inside the lock
+
+
+def _index_partition_queries() -> None:
+    """Let moto answer a base-table Query from the one partition it names.
+
+    moto compares every item of the table with the partition key on each Query (O(table size)); the
+    local data store would slow down as it fills, which DynamoDB does not. moto keeps items by
+    partition (``Table.items[hash][range]``), so the query is handed just that partition. Safe because
+    DynamoDB requests are applied one at a time here.
+    """
+    from moto.dynamodb.models.table import Table
+
+    if getattr(Table.query, "_fhirlake_partitioned", False):
+        return
+    original = Table.query
+
+    def query(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+        if index_name is not None or hash_key is None or not self.has_range_key:
+            return original(self, hash_key, *args, **kwargs)
+        partition = list((self.items.get(hash_key) or {}).values())
+        self.all_items = lambda: partition  # type: ignore[method-assign]
+        try:
+            return original(self, hash_key, *args, **kwargs)
+        finally:
+            del self.all_items
+
+    query._fhirlake_partitioned = True  # type: ignore[attr-defined]
+    Table.query = query  # type: ignore[method-assign]
 
 
 class MotoServer:
@@ -42,6 +135,8 @@ class MotoServer:
         # moto writes headers and body separately; with Nagle on, every response can wait for the
         # client's delayed ACK (~40 ms).
         WSGIRequestHandler.disable_nagle_algorithm = True
+        _index_partition_queries()
+        _patch_transactions()
         app = _SerializedDynamoDB(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(
             self._host, self._port, app, threaded=True, request_handler=MotoRequestHandler

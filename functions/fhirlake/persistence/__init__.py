@@ -49,6 +49,12 @@ class ResourceStore(Protocol):
         VersionConflict. ``previous`` also tells which search entries to retire."""
         ...
 
+    def put_many(self, writes: list[tuple[StoredVersion, StoredVersion | None]]) -> None:
+        """Store several (version, previous) pairs all-or-nothing, else VersionConflict."""
+        ...
+
+    def current_many(self, resource_type: str, resource_ids: list[str]) -> dict[str, StoredVersion]: ...
+
     def history(
         self,
         resource_type: str | None,

@@ -23,6 +23,7 @@ from fhirlake.topology import SYSTEM_HISTORY_INDEX, SYSTEM_HISTORY_SHARDS, TYPE_
 MAX_INLINE_BODY_BYTES = 350 * 1024
 BODY_ENCODING = "zlib+json"
 _BATCH_GET_LIMIT = 100
+MAX_RESOURCES_PER_TRANSACTION = 50  # two items each; DynamoDB transactions hold up to 100 items
 # A version sort key, or an index sort key starting with a stored lastUpdated instant.
 _POSITION = re.compile(r"v#\d{10}|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z#[A-Za-z0-9\-.#]+")
 
@@ -99,9 +100,38 @@ class DynamoResourceStore:
         client finds what it wrote as soon as the write returns); entries it no longer has are removed
         just after, each only if no newer version has written it again.
         """
-        old_entries = self.search_entries(previous)
-        new_entries = self.search_entries(version)
-        self._put_entries(new_entries - old_entries, version.version_id)
+        self.put_many([(version, previous)])
+
+    def put_many(self, writes: list[tuple[StoredVersion, StoredVersion | None]]) -> None:
+        """Store several versions all-or-nothing (a FHIR transaction).
+
+        Up to 50 resources go in one DynamoDB transaction (100 items). Larger sets are written one
+        resource at a time and, if one fails, the ones already written are reverted in reverse order
+        (their version items removed, their current items restored): the outcome is all-or-nothing,
+        though another client may briefly see a partial state.
+        """
+        entries = [
+            (self.search_entries(previous), self.search_entries(version)) for version, previous in writes
+        ]
+        for (old, new), (version, _) in zip(entries, writes, strict=True):
+            self._put_entries(new - old, version.version_id)
+        prepared = [self._transaction_items(version, previous) for version, previous in writes]
+        blobs = [blob for _, blob in prepared if blob]
+        try:
+            if len(prepared) <= MAX_RESOURCES_PER_TRANSACTION:
+                self._transact([item for items, _ in prepared for item in items], writes)
+            else:
+                self._write_one_by_one(prepared, writes)
+        except VersionConflict:
+            for blob in blobs:
+                self._blobs.delete(blob)  # never leave an unreferenced body behind
+            raise
+        for (old, new), (version, _) in zip(entries, writes, strict=True):
+            self._delete_entries(old - new, version.version_id)
+
+    def _transaction_items(
+        self, version: StoredVersion, previous: StoredVersion | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         item, blob_key = self._to_item(version)
         current = {k: v for k, v in item.items() if not k.startswith("gsi")} | {"sk": {"S": keys.CURRENT_SK}}
         if version.version_id == 1:
@@ -111,26 +141,74 @@ class DynamoResourceStore:
                 "ConditionExpression": "vid = :previous",
                 "ExpressionAttributeValues": {":previous": {"N": str(version.version_id - 1)}},
             }
+        return [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {"Put": {"TableName": self._table, "Item": current, **gate}},
+        ], blob_key
+
+    def _transact(
+        self, items: list[dict[str, Any]], writes: list[tuple[StoredVersion, StoredVersion | None]]
+    ) -> None:
         try:
-            self._ddb.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": item,
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                    {"Put": {"TableName": self._table, "Item": current, **gate}},
-                ]
-            )
+            self._ddb.transact_write_items(TransactItems=items)
         except ClientError as exc:
-            if blob_key:
-                self._blobs.delete(blob_key)  # never leave an unreferenced body behind
             if _lost_race(exc):
-                raise VersionConflict(f"{version.resource_type}/{version.id} v{version.version_id}") from None
+                names = ", ".join(f"{v.resource_type}/{v.id}" for v, _ in writes[:5])
+                raise VersionConflict(names) from None
             raise
-        self._delete_entries(old_entries - new_entries, version.version_id)
+
+    def _write_one_by_one(
+        self,
+        prepared: list[tuple[list[dict[str, Any]], str | None]],
+        writes: list[tuple[StoredVersion, StoredVersion | None]],
+    ) -> None:
+        done: list[tuple[StoredVersion, StoredVersion | None]] = []
+        try:
+            for (items, _), write in zip(prepared, writes, strict=True):
+                self._transact(items, [write])
+                done.append(write)
+        except Exception:
+            for version, previous in reversed(done):
+                self._revert(version, previous)
+            raise
+
+    def _revert(self, version: StoredVersion, previous: StoredVersion | None) -> None:
+        """Undo a committed version: remove its item, make ``previous`` current again."""
+        key = {"pk": {"S": keys.resource_pk(self._tenant, version.resource_type, version.id)}}
+        mine = {
+            "ConditionExpression": "vid = :mine",
+            "ExpressionAttributeValues": {":mine": {"N": str(version.version_id)}},
+        }
+        restore: dict[str, Any]
+        if previous is None:
+            restore = {
+                "Delete": {"TableName": self._table, "Key": key | {"sk": {"S": keys.CURRENT_SK}}, **mine}
+            }
+        else:
+            item, _ = self._to_item(previous)
+            current = {k: v for k, v in item.items() if not k.startswith("gsi")} | {
+                "sk": {"S": keys.CURRENT_SK}
+            }
+            restore = {"Put": {"TableName": self._table, "Item": current, **mine}}
+        self._ddb.transact_write_items(
+            TransactItems=[
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": key | {"sk": {"S": keys.version_sk(version.version_id)}},
+                    }
+                },
+                restore,
+            ]
+        )
+        old, new = self.search_entries(previous), self.search_entries(version)
+        self._put_entries(old - new, previous.version_id if previous else 0)
 
     # -- search index -------------------------------------------------------------------
     def search_entries(self, version: StoredVersion | None) -> set[tuple[str, str]]:

@@ -19,10 +19,12 @@ import orjson
 
 from fhirlake.persistence import StoredVersion, search_index
 from fhirlake.persistence.dynamodb import InvalidCursor
+from fhirlake.search.extract import parameter_values
+from fhirlake.search.parameters import parameters
 from fhirlake.search.query import Criterion, SearchRequest, matches
 from fhirlake.search.values import IndexValue
 
-_PAGE_READ = 100  # index entries per Query while filling a page
+_PAGE_READ = 100  # index entries per Query while filling a page (the first Query reads just a page's worth)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +42,12 @@ class _Driver:
 
 
 class DynamoSearch:
-    def __init__(self, store: Any, indexer: Callable[[dict[str, Any]], list[IndexValue]]) -> None:
+    def __init__(
+        self, store: Any, indexer: Callable[[dict[str, Any]], list[IndexValue]] | None = None
+    ) -> None:
+        """``indexer`` is accepted for symmetry with the store; candidates are checked by extracting only
+        the parameters the search uses (``extract.parameter_values``), not every parameter of the type."""
         self._store = store  # DynamoResourceStore: table access and current versions
-        self._indexer = indexer
 
     def search(self, request: SearchRequest) -> SearchPage:
         driver = self._driver(request)
@@ -79,17 +84,21 @@ class DynamoSearch:
         self, request: SearchRequest, driver: _Driver, start: tuple[int, str | None]
     ) -> Iterator[tuple[tuple[int, str], StoredVersion]]:
         pk = search_index.index_pk(self._store.tenant, request.resource_type, driver.code)
+        known = parameters(request.resource_type)
+        used = [known[code] for code in dict.fromkeys([driver.code, *(c.code for c in request.criteria)])]
         first_range, after = start
         for index in range(first_range, len(driver.prefixes)):
             prefix = driver.prefixes[index]
-            for batch in self._entries(pk, prefix, after if index == first_range else None):
+            first = after if index == first_range else None
+            for batch in self._entries(pk, prefix, first, request.count + 1):
                 ids = [sk.rpartition(search_index.KEY_END)[2] for sk in batch]
                 current = self._store.current_many(request.resource_type, ids)
                 for sk, rid in zip(batch, ids, strict=True):
                     version = current.get(rid)
                     if version is None or version.resource is None:
                         continue  # an entry of a deleted resource or of a write that never committed
-                    values = self._indexer(version.resource)
+                    # Only the parameters this search uses are extracted (not all ~30 of the type).
+                    values = [v for sp in used for v in parameter_values(sp, version.resource)]
                     if self._emitted_here(sk, rid, index, driver, values) and all(
                         matches(c, [v for v in values if v.code == c.code]) for c in request.criteria
                     ):
@@ -109,7 +118,9 @@ class DynamoSearch:
             return False
         return not any(k.startswith(p) for p in driver.prefixes[:index] for k in own)
 
-    def _entries(self, pk: str, prefix: str, after: str | None) -> Iterator[list[str]]:
+    def _entries(self, pk: str, prefix: str, after: str | None, limit: int) -> Iterator[list[str]]:
+        """The sort keys of a range in order, in batches: the first of ``limit`` entries (a page's worth),
+        then growing to ``_PAGE_READ`` while candidates keep being filtered out."""
         values: dict[str, Any] = {":pk": {"S": pk}, ":hi": {"S": prefix + search_index.HIGHEST}}
         if after is not None:
             condition = "pk = :pk AND sk BETWEEN :lo AND :hi"
@@ -126,7 +137,7 @@ class DynamoSearch:
             "ExpressionAttributeValues": values,
             "ProjectionExpression": "sk",
             "ConsistentRead": True,
-            "Limit": _PAGE_READ,
+            "Limit": max(2, min(limit, _PAGE_READ)),
         }
         while True:
             resp = self._store.dynamodb.query(**kwargs)
@@ -136,9 +147,11 @@ class DynamoSearch:
             if "LastEvaluatedKey" not in resp:
                 return
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+            kwargs["Limit"] = min(kwargs["Limit"] * 2, _PAGE_READ)
 
     def _count(self, request: SearchRequest, driver: _Driver) -> int:
-        return sum(1 for _ in self._matches(request, driver, (0, None)))
+        counting = SearchRequest(request.resource_type, request.criteria, count=_PAGE_READ)
+        return sum(1 for _ in self._matches(counting, driver, (0, None)))
 
     # -- cursors ----------------------------------------------------------------------------
     @staticmethod

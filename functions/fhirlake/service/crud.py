@@ -255,6 +255,54 @@ class ResourceService:
             lambda vid, lu: StoredVersion(resource_type, resource_id, vid, lu, "DELETE", None),
         ).version
 
+    # -- planned writes (transactions) ------------------------------------------------------
+    def plan_write(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any] | None,
+        if_match: str | None,
+        method: Method,
+    ) -> tuple[StoredVersion, StoredVersion | None] | None:
+        """The version a write would store, against the current one; None for a delete of nothing.
+
+        Validates and checks If-Match now; ``commit`` stores a set of plans all-or-nothing.
+        """
+        check_type(resource_type)
+        if resource is not None:
+            self._validate(resource, resource_type)
+        expected = parse_etag(if_match) if if_match is not None else None
+        current = self._store.current(resource_type, resource_id)
+        if expected is not None and (current is None or current.version_id != expected):
+            raise precondition_failed(resource_type, resource_id)
+        if resource is None and (current is None or current.deleted):
+            return None
+        version_id = current.version_id + 1 if current else 1
+        last_updated = after(current.last_updated, self._clock()) if current else self._clock()
+        if resource is None:
+            return StoredVersion(
+                resource_type, resource_id, version_id, last_updated, "DELETE", None
+            ), current
+        return self._stamp(resource_type, resource_id, resource, version_id, last_updated, method), current
+
+    def commit(self, writes: list[tuple[StoredVersion, StoredVersion | None]]) -> None:
+        try:
+            self._store.put_many(writes)
+        except VersionConflict:
+            raise FhirError.of(
+                409, "conflict", "A resource in the transaction was changed concurrently; retry"
+            ) from None
+
+    def new_id(self) -> str:
+        return self._new_id()
+
+    def find(
+        self, resource_type: str, query: list[tuple[str, str]], base_url: str, limit: int
+    ) -> list[StoredVersion]:
+        """Up to ``limit`` current matches of a search (strict parameters): conditional operations."""
+        check_type(resource_type)
+        return self._find(resource_type, query, base_url, limit)
+
     def _write(
         self,
         resource_type: str,

@@ -18,6 +18,7 @@ and the rule, never a value.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -135,18 +136,22 @@ class Registry:
     def _load_datatypes(self) -> None:
         if self._datatypes_loaded:
             return
-        self._datatypes_loaded = True
-        data = orjson.loads((_TABLES / "datatypes.json").read_bytes())
-        for table in data.values():
-            self._compile(table, is_resource=False)
+        with _LOAD_LOCK:  # the flag is set only once every datatype is compiled (racing threads wait)
+            if self._datatypes_loaded:
+                return
+            data = orjson.loads((_TABLES / "datatypes.json").read_bytes())
+            for table in data.values():
+                self._compile(table, is_resource=False)
+            self._datatypes_loaded = True
 
     def resource_node(self, rtype: str) -> Node:
-        node = self.nodes.get(rtype)
-        if node is None:
-            table = orjson.loads((_TABLES / f"{rtype}.json").read_bytes())
-            self._compile(table, is_resource=True)
-            node = self.nodes[rtype]
-        return node
+        if rtype not in self.loaded:  # loaded once, completely, even when threads race (local runtime)
+            with _LOAD_LOCK:
+                if rtype not in self.loaded:
+                    table = orjson.loads((_TABLES / f"{rtype}.json").read_bytes())
+                    self._compile(table, is_resource=True)
+                    self.loaded.add(rtype)
+        return self.nodes[rtype]
 
     def node_for(self, prop: Prop) -> Node:
         node = prop.node
@@ -177,6 +182,7 @@ class Registry:
         return self._valuesets[url]
 
 
+_LOAD_LOCK = threading.RLock()
 REGISTRY = Registry()
 _RESOURCE_TYPES = resource_types()
 
