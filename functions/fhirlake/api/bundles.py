@@ -65,6 +65,7 @@ class BundleProcessor:
     def __init__(self, service: ResourceService, handle: Callable[[Request], Response]) -> None:
         self._service = service
         self._handle = handle  # the FHIR API itself, for batch entries and GETs
+        self._resolved: dict[str, str] = {}  # conditional reference -> Type/id, once per Bundle
 
     def process(self, bundle: Any, request: Request) -> dict[str, Any]:
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
@@ -304,6 +305,8 @@ class BundleProcessor:
     def _resolve_reference(self, entry: _Entry, reference: str, mapping: dict[str, str], base: str) -> str:
         if reference in mapping:
             return mapping[reference]
+        if reference in self._resolved:  # Synthea repeats the same practitioner hundreds of times
+            return self._resolved[reference]
         rtype, question, query = reference.partition("?")
         if question and "/" not in rtype and is_resource_type(rtype):
             found = self._service.find(rtype, parse_qsl(query, keep_blank_values=True), base, 2)
@@ -316,7 +319,8 @@ class BundleProcessor:
                     "(exactly one is required)",
                     "resource",
                 )
-            return f"{rtype}/{found[0].id}"
+            self._resolved[reference] = f"{rtype}/{found[0].id}"
+            return self._resolved[reference]
         return reference
 
     def _write_response(self, entry: _Entry, base: str, request: Request) -> dict[str, Any]:
