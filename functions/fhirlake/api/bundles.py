@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -21,7 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from fhirlake.api.http import Request, Response
 from fhirlake.fhir import json as fhir_json
-from fhirlake.fhir.instant import now_instant
+from fhirlake.fhir.bundle import new_bundle
 from fhirlake.fhir.outcome import FhirError, Issue, operation_outcome
 from fhirlake.fhir.types import is_resource_type, is_valid_id
 from fhirlake.persistence import StoredVersion
@@ -353,13 +352,7 @@ class BundleProcessor:
 
     @staticmethod
     def _response_bundle(kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "resourceType": "Bundle",
-            "id": str(uuid.uuid4()),
-            "meta": {"lastUpdated": now_instant()},
-            "type": kind,
-            "entry": entries,
-        }
+        return {**new_bundle(kind), "entry": entries}
 
 
 def _located(exc: FhirError, index: int) -> FhirError:

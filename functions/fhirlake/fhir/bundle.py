@@ -31,18 +31,25 @@ def history_entry(base_url: str, version: StoredVersion) -> dict[str, Any]:
     return entry
 
 
-def history_bundle(
-    base_url: str, versions: list[StoredVersion], links: dict[str, str], total: int | None = None
-) -> dict[str, Any]:
+def new_bundle(kind: str, links: dict[str, str] | None = None, total: int | None = None) -> dict[str, Any]:
+    """A server-made Bundle: fresh id, lastUpdated now, then total and links when given."""
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
         "meta": {"lastUpdated": now_instant()},
-        "type": "history",
+        "type": kind,
     }
     if total is not None:
         bundle["total"] = total
-    bundle["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
+    if links is not None:
+        bundle["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
+    return bundle
+
+
+def history_bundle(
+    base_url: str, versions: list[StoredVersion], links: dict[str, str], total: int | None = None
+) -> dict[str, Any]:
+    bundle = new_bundle("history", links, total)
     bundle["entry"] = [history_entry(base_url, v) for v in versions]
     return bundle
 
@@ -68,15 +75,7 @@ def searchset_bundle(
     outcome: dict[str, Any] | None = None,
     included: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "meta": {"lastUpdated": now_instant()},
-        "type": "searchset",
-    }
-    if total is not None:
-        bundle["total"] = total
-    bundle["link"] = [{"relation": rel, "url": url} for rel, url in links.items()]
+    bundle = new_bundle("searchset", links, total)
     entries = [
         {
             "fullUrl": f"{base_url}/{resource['resourceType']}/{resource['id']}",
