@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import requests
 from fhirclient import client
 from fhirclient.models.humanname import HumanName
 from fhirclient.models.observation import Observation
@@ -57,5 +58,6 @@ def test_create_read_search_update_delete(server) -> None:
     assert Patient.read(pid, server).gender == "other"
 
     read.delete(server)
-    with pytest.raises(Exception):  # fhirclient raises on the 410
+    with pytest.raises(requests.HTTPError) as gone:
         Patient.read(pid, server)
+    assert gone.value.response.status_code == 410
