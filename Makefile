@@ -25,8 +25,9 @@ help:
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(BOOTSTRAP_PYTHON)" || { echo "Python 3.12+ is required (python3.13 or python3.12 on PATH)"; exit 1; }
 	@test -x $(PY) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "Installing fhirlake and its dependencies into $(VENV) (the first time takes a few minutes)..."
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -m pip install -qq -e '.[dev]'
 	@touch $@
 
 install: $(VENV)/.installed

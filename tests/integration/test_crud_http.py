@@ -357,3 +357,8 @@ def test_capability_statement_is_truthful(fhir: FhirHttp) -> None:
     assert {"name", "birthdate", "identifier", "_id", "_lastUpdated"} <= names
     assert {"code": "history-system"} in rest["interaction"]
     assert {"code": "transaction"} in rest["interaction"] and {"code": "batch"} in rest["interaction"]
+
+
+def test_create_ignores_even_an_invalid_client_id(fhir: FhirHttp) -> None:
+    response = fhir.post("Patient", patient(id="not a valid id!"))
+    assert response.status_code == 201 and response.json()["id"] != "not a valid id!"

@@ -61,10 +61,19 @@ def _fail(index: int, status: int, code: str, message: str, path: str = "") -> F
 
 
 class BundleProcessor:
-    def __init__(self, service: ResourceService, handle: Callable[[Request], Response]) -> None:
+    """``keep_client_ids`` is the bulk import's mode (``fhirlake.ingest``): a transaction POST keeps the
+    id its ``urn:uuid:`` fullUrl (or its resource) carries when it is a valid FHIR id, so re-importing
+    the same Bundle updates rather than duplicates, and a write whose content equals the stored
+    current version is skipped (no new version), so a retried import creates no duplicate versions.
+    """
+
+    def __init__(
+        self, service: ResourceService, handle: Callable[[Request], Response], *, keep_client_ids: bool = False
+    ) -> None:
         self._service = service
         self._handle = handle  # the FHIR API itself, for batch entries and GETs
         self._resolved: dict[str, str] = {}  # conditional reference -> Type/id, once per Bundle
+        self._keep_client_ids = keep_client_ids
 
     def process(self, bundle: Any, request: Request) -> dict[str, Any]:
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
@@ -195,7 +204,9 @@ class BundleProcessor:
                     )
                 except FhirError as exc:
                     raise _located(exc, entry.index) from None
-                if plan is not None:
+                if plan is not None and self._keep_client_ids and _unchanged(*plan):
+                    entry.existing = plan[1]
+                elif plan is not None:
                     plans.append(plan)
                     owners.append(entry)
         self._service.commit(plans)
@@ -245,7 +256,7 @@ class BundleProcessor:
                     if found:
                         entry.existing = found[0]
                         return
-                entry.targets = [self._service.new_id()]
+                entry.targets = [self._client_id(entry) or self._service.new_id()]
             elif entry.method == "PUT":
                 if entry.query is not None:
                     found = self._service.find(entry.resource_type, entry.query, base, 2)
@@ -287,6 +298,14 @@ class BundleProcessor:
                 )
         except FhirError as exc:
             raise _located(exc, entry.index) from None
+
+    def _client_id(self, entry: _Entry) -> str | None:
+        if not self._keep_client_ids:
+            return None
+        if entry.full_url and entry.full_url.startswith("urn:uuid:") and is_valid_id(entry.full_url[9:]):
+            return entry.full_url[9:]
+        body_id = (entry.resource or {}).get("id")
+        return body_id if is_valid_id(body_id) else None
 
     def _rewrite_references(self, entry: _Entry, value: Any, mapping: dict[str, str], base: str) -> Any:
         if isinstance(value, dict):
@@ -353,6 +372,25 @@ class BundleProcessor:
     @staticmethod
     def _response_bundle(kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
         return {**new_bundle(kind), "entry": entries}
+
+
+def same_content(stored: dict[str, Any] | None, resource: dict[str, Any] | None) -> bool:
+    """Equal but for the server-owned ``meta.versionId``/``meta.lastUpdated``."""
+    if stored is None or resource is None:
+        return False
+
+    def strip(value: dict[str, Any]) -> dict[str, Any]:
+        meta = value.get("meta")
+        if not isinstance(meta, dict):
+            return value
+        rest = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
+        return {**{k: v for k, v in value.items() if k != "meta"}, **({"meta": rest} if rest else {})}
+
+    return strip(stored) == strip(resource)
+
+
+def _unchanged(version: StoredVersion, previous: StoredVersion | None) -> bool:
+    return previous is not None and not previous.deleted and same_content(previous.resource, version.resource)
 
 
 def _located(exc: FhirError, index: int) -> FhirError:

@@ -134,8 +134,10 @@ class ResourceService:
     # -- writes -------------------------------------------------------------------------
     def create(self, resource_type: str, resource: Any) -> WriteResult:
         check_type(resource_type)
+        if isinstance(resource, dict):  # R4 http.html#create: an id in the body is ignored
+            resource = {k: v for k, v in resource.items() if k != "id"}
         self._validate(resource, resource_type)
-        # R4 http.html#create: an id in the body is ignored; the server assigns one.
+        # The server assigns the id.
         version = self._stamp(resource_type, self._new_id(), resource, 1, self._clock(), "POST")
         try:
             self._store.put(version)
