@@ -140,7 +140,24 @@ API_FUNCTION = FunctionSpec(
     timeout_seconds=29,  # API Gateway's integration limit
     env=(RESOURCE_TABLE.env_var, BLOB_BUCKET.env_var),
 )
-FUNCTIONS = (API_FUNCTION,)
+IMPORT_FUNCTION = FunctionSpec(
+    role="import",
+    handler="handlers.bulk_import.handler",
+    purpose="Bulk import of NDJSON / Bundle files dropped in the landing bucket (fhirlake.ingest).",
+    trigger=f"queue:{IMPORT_QUEUE.role}",
+    memory_mb=1769,  # one full vCPU: parsing and validation are CPU-bound
+    # Each message is one chunk sized to finish well within this; the queue's visibility timeout
+    # (900 s) must stay >= this timeout (AWS recommends 6x the timeout for SQS event sources).
+    timeout_seconds=900,
+    env=(
+        RESOURCE_TABLE.env_var,
+        BLOB_BUCKET.env_var,
+        LANDING_BUCKET.env_var,
+        RESULTS_BUCKET.env_var,
+        IMPORT_QUEUE.env_var,
+    ),
+)
+FUNCTIONS = (API_FUNCTION, IMPORT_FUNCTION)
 
 # Non-resource settings read from the environment (see fhirlake.config).
 ENV_TENANT = "FHIRLAKE_TENANT"

@@ -10,20 +10,19 @@ import os
 import traceback
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import MetricUnit
 from fhirlake.api.apigw import request_from_event, result_from_response
 from fhirlake.api.http import Request, json_response
 from fhirlake.bootstrap import build_api
 from fhirlake.config import Settings
 from fhirlake.fhir.outcome import FhirError
 
-# Service name and namespace come from POWERTOOLS_* variables (set by the CDK); defaults keep a
-# bare invocation (tests, `fhirlake invoke`) working.
+# The service name comes from POWERTOOLS_SERVICE_NAME (set by the CDK); the default keeps a bare
+# invocation (tests, `fhirlake invoke`) working. No custom metrics here: API Gateway (4xx/5xx, latency)
+# and Lambda (errors, throttles, init duration) already publish what the alarms need.
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "fhirlake"))
 tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "fhirlake"))
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "fhirlake"))
 
 _settings = Settings.from_env()
 _api = build_api(_settings)  # at init: connections and validator tables are reused across invocations
@@ -31,7 +30,6 @@ _api = build_api(_settings)  # at init: connections and validator tables are reu
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = request_from_event(event, _settings.base_url)
     try:
@@ -49,7 +47,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             ).outcome(),
         )
     _audit(event, request, response.status)
-    metrics.add_metric(name=f"Status{response.status // 100}xx", unit=MetricUnit.Count, value=1)
     return result_from_response(response)
 
 

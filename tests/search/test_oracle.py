@@ -423,7 +423,10 @@ class Generator:
 
     def criterion(self, rtype: str | None = None) -> tuple[str, Criterion] | None:
         rng = self.rng
-        keys = [k for k in self.keys if rtype is None or k[0] == rtype]
+        if rtype is None:  # types weighted by how many resources they have: bigger results, more pages
+            types = sorted({k[0] for k in self.keys})
+            rtype = rng.choices(types, [len(self.oracle.resources[t]) ** 0.75 for t in types])[0]
+        keys = [k for k in self.keys if k[0] == rtype]
         if not keys:
             return None
         key = rng.choice(keys)

@@ -68,7 +68,11 @@ class BundleProcessor:
     """
 
     def __init__(
-        self, service: ResourceService, handle: Callable[[Request], Response], *, keep_client_ids: bool = False
+        self,
+        service: ResourceService,
+        handle: Callable[[Request], Response],
+        *,
+        keep_client_ids: bool = False,
     ) -> None:
         self._service = service
         self._handle = handle  # the FHIR API itself, for batch entries and GETs

@@ -5,6 +5,7 @@ Only the transport is emulated; the handler, and everything behind it, is the de
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
@@ -133,6 +134,11 @@ class _FrontServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.lambda_handler = lambda_handler
         self.access_log = access_log
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-request is routine; anything else is worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class HttpFront:

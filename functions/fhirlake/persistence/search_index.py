@@ -17,9 +17,11 @@ what it has just written.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from decimal import Decimal
 
+from fhirlake.fhir.types import is_resource_type
 from fhirlake.search.query import Criterion
 from fhirlake.search.values import IndexValue
 
@@ -27,6 +29,7 @@ KEY_END = "\x1f"  # between the indexed key and the id: sorts below every printa
 PART = "\x1e"
 MAX_KEY_CHARS = 400  # DynamoDB sort keys are limited to 1 KB; long texts are indexed by their start
 HIGHEST = "\U0010ffff"
+_LITERAL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")  # as extract._LITERAL
 
 
 def index_pk(tenant: str, resource_type: str, code: str) -> str:
@@ -105,7 +108,12 @@ def driver_prefixes(criterion: Criterion) -> list[str] | None:
             elif value.ref_id and criterion.param.targets:
                 prefixes += [f"{target}/{value.ref_id}{KEY_END}" for target in criterion.param.targets]
             elif value.reference:
-                prefixes.append(f"{value.reference}{KEY_END}")
+                # Entries of references whose URL ends in Type/id are keyed Type/id (see entry_key).
+                literal = _LITERAL.search(value.reference.split("|", 1)[0])
+                if literal and is_resource_type(literal.group(1)):
+                    prefixes.append(f"{literal.group(1)}/{literal.group(2)}{KEY_END}")
+                else:
+                    prefixes.append(f"{value.reference[:MAX_KEY_CHARS]}{KEY_END}")
             else:
                 return None
         elif kind == "uri" and value.reference:

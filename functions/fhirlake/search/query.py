@@ -223,7 +223,7 @@ def _value(param: SearchParameter, modifier: str | None, raw: str, base_url: str
             return SearchValue(
                 raw, ref_type=modifier, ref_id=segments[-1], reference=f"{modifier}/{segments[-1]}"
             )
-        if "://" in ref or ref.startswith("urn:"):
+        if "://" in ref or ref.startswith(("urn:", "#")):  # a URL, or a contained reference: as written
             return SearchValue(raw, reference=ref)
         if len(segments) == 2:
             return SearchValue(raw, ref_type=segments[0], ref_id=segments[1], reference=ref)

@@ -1,0 +1,107 @@
+"""Import results in the results bucket, HealthLake-style: every input line in exactly one place.
+
+    {job}/manifest.json                  the job: source, status, counts, timings, the files below
+    {job}/SUCCESS/part-{chunk:05d}.ndjson  one line per stored input line: line, resourceType, id,
+                                           versionId, outcome (created | updated | unchanged)
+    {job}/FAILURE/part-{chunk:05d}.ndjson  one line per rejected input line: line, byteOffset, the
+                                           original line (or a pointer to it when over 256 KiB) and an
+                                           OperationOutcome with every problem found
+
+A chunk's parts are written whole when the chunk ends, under names derived from the chunk index, so a
+retried chunk overwrites its own parts and never duplicates a line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from fhirlake.fhir.outcome import Issue, operation_outcome
+from fhirlake.ingest.jobs import empty_counts
+
+MAX_ECHO_BYTES = 256 * 1024  # longer original lines are reported by a pointer, not copied
+
+
+@dataclass
+class ChunkResults:
+    source: dict[str, Any]  # bucket, key, versionId: where the pointers point
+    success: list[bytes] = field(default_factory=list)
+    failure: list[bytes] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=empty_counts)
+
+    def _type(self, rtype: str | None) -> dict[str, int]:
+        return self.counts["byType"].setdefault(rtype or "(unknown)", {"stored": 0, "failed": 0})
+
+    def stored(self, where: dict[str, Any], rtype: str, rid: str, version: int, outcome: str) -> None:
+        self.counts["read"] += 1
+        self.counts["stored"] += 1
+        if outcome == "unchanged":
+            self.counts["unchanged"] += 1
+        self._type(rtype)["stored"] += 1
+        record = {**where, "resourceType": rtype, "id": rid, "versionId": str(version), "outcome": outcome}
+        self.success.append(orjson.dumps(record))
+
+    def failed(
+        self,
+        where: dict[str, Any],
+        issues: list[Issue],
+        original: bytes | None = None,
+        rtype: str | None = None,
+        rid: str | None = None,
+    ) -> None:
+        self.counts["read"] += 1
+        self.counts["failed"] += 1
+        self._type(rtype)["failed"] += 1
+        record: dict[str, Any] = dict(where)
+        if rtype:
+            record["resourceType"] = rtype
+        if rid:
+            record["id"] = rid
+        if original is not None and len(original) <= MAX_ECHO_BYTES:
+            record["original"] = original.decode("utf-8", "replace")
+        elif original is not None or "line" in where:
+            pointer = {"bucket": self.source["bucket"], "key": self.source["key"]}
+            if self.source.get("versionId"):
+                pointer["versionId"] = self.source["versionId"]
+            if "byteOffset" in where and original is not None:
+                # decompressed bytes, for .gz sources
+                pointer["byteRange"] = [where["byteOffset"], where["byteOffset"] + len(original)]
+            record["pointer"] = pointer
+        record["outcome"] = operation_outcome(issues)
+        self.failure.append(orjson.dumps(record))
+
+    def write(self, s3: Any, bucket: str, job_id: str, index: int) -> dict[str, Any]:
+        """Upload the non-empty parts; returns {"success": key | None, "failure": key | None}."""
+        written: dict[str, Any] = {"success": None, "failure": None}
+        for kind, lines in (("success", self.success), ("failure", self.failure)):
+            if lines:
+                key = f"{job_id}/{kind.upper()}/part-{index:05d}.ndjson"
+                s3.put_object(
+                    Bucket=bucket, Key=key, Body=b"\n".join(lines) + b"\n", ContentType="application/x-ndjson"
+                )
+                written[kind] = key
+        return written
+
+
+def write_manifest(s3: Any, bucket: str, job: dict[str, Any], chunks: list[dict[str, Any]]) -> str:
+    key = f"{job['id']}/manifest.json"
+    manifest = {
+        **job,
+        "files": {
+            kind: [
+                f"s3://{bucket}/{written[kind]}"
+                for c in chunks
+                if (written := (c.get("counts") or {}).get("results") or {}).get(kind)
+            ]
+            for kind in ("success", "failure")
+        },
+    }
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=orjson.dumps(manifest, option=orjson.OPT_INDENT_2),
+        ContentType="application/json",
+    )
+    return key
