@@ -20,20 +20,36 @@ OUT = Path(__file__).resolve().parent.parent / "functions" / "fhirlake" / "data"
 def main(tgz_path: str) -> None:
     with tarfile.open(tgz_path) as tgz:
         types = []
+        summaries: dict[str, dict[str, list[str]]] = {}
         for member in tgz.getmembers():
             name = member.name
             if not (name.startswith("package/StructureDefinition-") and name.endswith(".json")):
                 continue
             sd = json.load(tgz.extractfile(member))
-            if (
-                sd.get("kind") == "resource"
-                and sd.get("derivation") == "specialization"
-                and not sd.get("abstract")
-            ):
+            concrete = sd.get("kind") == "resource" and sd.get("derivation") == "specialization"
+            if concrete and not sd.get("abstract"):
                 types.append(sd["type"])
+                summaries[sd["type"]] = _summary_elements(sd)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "resource-types.json").write_text(json.dumps(sorted(types), indent=0) + "\n")
-    print(f"{len(types)} resource types -> {OUT / 'resource-types.json'}")
+    (OUT / "summary-elements.json").write_text(json.dumps(summaries, sort_keys=True) + "\n")
+    print(f"{len(types)} resource types -> {OUT}/resource-types.json, summary-elements.json")
+
+
+def _summary_elements(sd: dict) -> dict[str, list[str]]:
+    """Top-level element names (choice elements by their prefix, e.g. "value") that ``_summary=true``
+    keeps (isSummary) and that ``_summary=text`` keeps (mandatory: min >= 1)."""
+    summary, mandatory = set(), set()
+    for element in sd["snapshot"]["element"]:
+        parts = element["path"].split(".")
+        if len(parts) != 2:
+            continue
+        name = parts[1].removesuffix("[x]")
+        if element.get("isSummary"):
+            summary.add(name)
+        if element.get("min", 0) >= 1:
+            mandatory.add(name)
+    return {"summary": sorted(summary), "mandatory": sorted(mandatory)}
 
 
 if __name__ == "__main__":

@@ -30,10 +30,11 @@ from fhirlake.api.http import (
     url_with_query,
 )
 from fhirlake.fhir import json as fhir_json
-from fhirlake.fhir.bundle import history_bundle, only_elements, searchset_bundle
+from fhirlake.fhir.bundle import history_bundle, searchset_bundle
 from fhirlake.fhir.capability import capability_statement
 from fhirlake.fhir.instant import format_instant, http_date, parse_instant
 from fhirlake.fhir.outcome import FhirError, Issue, operation_outcome
+from fhirlake.fhir.summary import only_elements, summarize
 from fhirlake.fhir.types import is_resource_type
 from fhirlake.persistence import StoredVersion
 from fhirlake.persistence.dynamodb import InvalidCursor
@@ -122,7 +123,9 @@ class FhirApi:
         version = self._service.read(parts[0], parts[1])
         if _not_modified(request, version):
             return Response(304, _version_headers(request, version))
-        return json_response(request, 200, version.resource, _version_headers(request, version))
+        return json_response(
+            request, 200, _subset_for(request, version.resource), _version_headers(request, version)
+        )
 
     def _vread(self, request: Request, parts: list[str]) -> Response:
         version = self._service.vread(parts[0], parts[1], parts[3])
@@ -223,6 +226,8 @@ class FhirApi:
         included = [v.resource for v in result.included if v.resource is not None]
         if search.elements:
             resources = [only_elements(r, search.elements) for r in resources]
+        elif search.summary in ("true", "text", "data"):
+            resources = [summarize(r, search.summary) for r in resources]
         total = page.total
         if total is None and page.next_cursor is None and request.param("_cursor") is None:
             total = len(resources)  # everything fits on the first page: the count is known for free
@@ -288,6 +293,18 @@ class FhirApi:
             outcome = operation_outcome([Issue("information", "informational", "Stored")])
             return json_response(request, status, outcome, headers)
         return json_response(request, status, version.resource, headers)
+
+
+def _subset_for(request: Request, resource: Any) -> Any:
+    """A read's ``_summary`` / ``_elements`` (the same subsets a search returns)."""
+    summary, elements = request.param("_summary"), request.param("_elements")
+    if elements:
+        return only_elements(resource, tuple(e.strip() for e in elements.split(",") if e.strip()))
+    if summary in ("true", "text", "data"):
+        return summarize(resource, summary)
+    if summary not in (None, "false"):
+        raise FhirError.of(400, "value", "_summary must be true, false, text or data on a read")
+    return resource
 
 
 def _version_headers(request: Request, version: StoredVersion) -> dict[str, str]:

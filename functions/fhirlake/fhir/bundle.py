@@ -54,19 +54,6 @@ def history_bundle(
     return bundle
 
 
-SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
-
-
-def only_elements(resource: dict[str, Any], elements: tuple[str, ...]) -> dict[str, Any]:
-    """``_elements``: the listed top-level elements plus the mandatory ones, tagged SUBSETTED."""
-    keep = {"resourceType", "id", "meta", *elements}
-    out = {k: v for k, v in resource.items() if k in keep}
-    meta = dict(out.get("meta") or {})
-    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
-    out["meta"] = meta
-    return out
-
-
 def searchset_bundle(
     base_url: str,
     matches: list[dict[str, Any]],

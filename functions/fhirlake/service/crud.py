@@ -109,8 +109,6 @@ class ResourceService:
         specs = parse_includes(include_items)
         request = parse_search(resource_type, own, base_url, strict)
         request.link_params += include_items
-        if request.summary in ("true", "text", "data"):
-            raise FhirError.of(501, "not-supported", f"_summary={request.summary} is not supported yet")
         page = self._searcher.search(request)
         included: list[StoredVersion] = []
         warnings = list(request.warnings)
