@@ -9,19 +9,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from fhirlake.fhir.instant import after, now_instant
 from fhirlake.fhir.outcome import FhirError, Issue
 from fhirlake.fhir.types import is_resource_type, is_valid_id
 from fhirlake.persistence import HistoryPage, Method, ResourceStore, StoredVersion, VersionConflict
+from fhirlake.persistence.dynamodb_search import SearchPage
 from fhirlake.search.query import MAX_COUNT, SearchRequest, parse_search
+from fhirlake.service import sorting
 from fhirlake.service.includes import MAX_INCLUDED, IncludeResolver, parse_includes, split_include_parameters
+from fhirlake.service.sorting import SortKey, parse_sort
 from fhirlake.validation import Validator
-
-if TYPE_CHECKING:
-    from fhirlake.persistence.dynamodb_search import SearchPage
 
 
 class Searcher(Protocol):
@@ -106,10 +106,16 @@ class ResourceService:
         if self._searcher is None:
             raise FhirError.of(501, "not-supported", "Search is not configured on this server")
         own, include_items = split_include_parameters(query)
+        sort_value = next((v for k, v in reversed(own) if k == "_sort"), None)
+        own = [(k, v) for k, v in own if k != "_sort"]
         specs = parse_includes(include_items)
         request = parse_search(resource_type, own, base_url, strict)
         request.link_params += include_items
-        page = self._searcher.search(request)
+        if sort_value is not None:
+            page = self._sorted(request, parse_sort(resource_type, sort_value))
+            request.link_params.append(("_sort", sort_value))
+        else:
+            page = self._searcher.search(request)
         included: list[StoredVersion] = []
         warnings = list(request.warnings)
         if specs and request.summary != "count":
@@ -118,14 +124,23 @@ class ResourceService:
             warnings += include_warnings
         return SearchResult(request, page, included, warnings)
 
-    def _all_matches(self, request: SearchRequest) -> list[StoredVersion]:
+    def _sorted(self, request: SearchRequest, keys: list[SortKey]) -> SearchPage:
+        count, cursor = request.count, request.cursor
+        request.cursor = None
+        matches = self._all_matches(request, limit=sorting.MAX_SORTED + 1)
+        scope = f"{request.resource_type}?" + "&".join(f"{k}={v}" for k, v in request.link_params)
+        versions, next_cursor = sorting.page(matches, keys, count, cursor, scope)
+        total = len(matches) if request.total == "accurate" or request.summary == "count" else None
+        return SearchPage([] if request.summary == "count" else versions, next_cursor, total)
+
+    def _all_matches(self, request: SearchRequest, limit: int = MAX_INCLUDED) -> list[StoredVersion]:
         assert self._searcher is not None
         request.count = MAX_COUNT
         found: list[StoredVersion] = []
         while True:
             page = self._searcher.search(request)
             found += page.versions
-            if page.next_cursor is None or len(found) >= MAX_INCLUDED:
+            if page.next_cursor is None or len(found) >= limit:
                 return found
             request.cursor = page.next_cursor
 
