@@ -21,8 +21,14 @@ def main(tgz_path: str) -> None:
     with tarfile.open(tgz_path) as tgz:
         types = []
         summaries: dict[str, dict[str, list[str]]] = {}
+        compartments: dict[str, dict[str, list[str]]] = {}
         for member in tgz.getmembers():
             name = member.name
+            if name.startswith("package/CompartmentDefinition-") and name.endswith(".json"):
+                definition = json.load(tgz.extractfile(member))
+                compartments[definition["code"]] = {
+                    r["code"]: r["param"] for r in definition.get("resource", []) if r.get("param")
+                }
             if not (name.startswith("package/StructureDefinition-") and name.endswith(".json")):
                 continue
             sd = json.load(tgz.extractfile(member))
@@ -33,7 +39,8 @@ def main(tgz_path: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "resource-types.json").write_text(json.dumps(sorted(types), indent=0) + "\n")
     (OUT / "summary-elements.json").write_text(json.dumps(summaries, sort_keys=True) + "\n")
-    print(f"{len(types)} resource types -> {OUT}/resource-types.json, summary-elements.json")
+    (OUT / "compartments.json").write_text(json.dumps(compartments, sort_keys=True) + "\n")
+    print(f"{len(types)} resource types, {len(compartments)} compartments -> {OUT}")
 
 
 def _summary_elements(sd: dict) -> dict[str, list[str]]:

@@ -113,6 +113,10 @@ class FhirApi:
             return {"POST": self._validate}
         if n == 4 and parts[2] == "_history":
             return {"GET": self._vread}
+        if n == 3 and is_resource_type(parts[2]):  # compartment search: /Patient/123/Observation
+            return {"GET": self._search}
+        if n == 4 and is_resource_type(parts[2]) and parts[3] == "_search":
+            return {"GET": self._search, "POST": self._search}
         raise FhirError.of(404, "not-found", "Unknown path")
 
     # -- interactions -------------------------------------------------------------------
@@ -212,11 +216,16 @@ class FhirApi:
             query += parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
         strict = "handling=strict" in (request.header("prefer") or "").replace(" ", "")
         try:
-            result = self._service.search(parts[0], query, request.base_url, strict)
+            if len(parts) >= 3:  # [compartment]/[id]/[type]
+                result = self._service.compartment_search(
+                    parts[0], parts[1], parts[2], query, request.base_url, strict
+                )
+            else:
+                result = self._service.search(parts[0], query, request.base_url, strict)
         except InvalidCursor:
             raise FhirError.of(400, "invalid", "The paging cursor is not valid for this search") from None
         search, page = result.request, result.page
-        path = f"/{parts[0]}"
+        path = "/" + "/".join(parts[:3]) if len(parts) >= 3 else f"/{parts[0]}"
         links = {"self": url_with_query(request.base_url, path, search.link_params)}
         if page.next_cursor:
             links["next"] = url_with_query(

@@ -213,7 +213,8 @@ class BundleProcessor:
                 elif plan is not None:
                     plans.append(plan)
                     owners.append(entry)
-        self._service.commit(plans)
+        if plans:  # in keep_client_ids mode every write may have been unchanged
+            self._service.commit(plans)
         for (version, previous), entry in zip(plans, owners, strict=True):
             entry.written.append(version)
             entry.created = entry.created or previous is None or previous.deleted

@@ -72,6 +72,10 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
                 "operation": [validate_op],
+                "compartment": [
+                    f"http://hl7.org/fhir/CompartmentDefinition/{name.lower()}"
+                    for name in ("Device", "Encounter", "Patient", "Practitioner", "RelatedPerson")
+                ],
             }
         ],
     }

@@ -119,6 +119,8 @@ def lines(
             newline = buffer.find(b"\n", max(start, scan_from))
             if newline < 0:
                 break
+            if newline - start > max_line_bytes:
+                raise PoisonInput(_too_long(number, offset + start, max_line_bytes))
             yield Line(number, offset + start, _chomp(buffer[start:newline]))
             number += 1
             start = newline + 1

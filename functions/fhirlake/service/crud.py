@@ -9,37 +9,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fhirlake.fhir.instant import after, now_instant
-from fhirlake.fhir.outcome import FhirError, Issue
+from fhirlake.fhir.outcome import FhirError
 from fhirlake.fhir.types import is_resource_type, is_valid_id
 from fhirlake.persistence import HistoryPage, Method, ResourceStore, StoredVersion, VersionConflict
-from fhirlake.persistence.dynamodb_search import SearchPage
-from fhirlake.search.query import MAX_COUNT, SearchRequest, parse_search
-from fhirlake.service import sorting
-from fhirlake.service.includes import MAX_INCLUDED, IncludeResolver, parse_includes, split_include_parameters
-from fhirlake.service.sorting import SortKey, parse_sort
+from fhirlake.search.query import parse_search
+from fhirlake.service.searching import Searcher, SearchResult, SearchService
 from fhirlake.validation import Validator
-
-
-class Searcher(Protocol):
-    def search(self, request: SearchRequest) -> SearchPage: ...
-
 
 # Writers that did not ask for a specific version (no If-Match) retry against the newer
 # version this many times before giving up with 409.
 MAX_WRITE_ATTEMPTS = 5
 MAX_CONDITIONAL_DELETE = 100
-
-
-@dataclass(frozen=True, slots=True)
-class SearchResult:
-    request: SearchRequest
-    page: SearchPage
-    included: list[StoredVersion]  # _include / _revinclude
-    warnings: list[Issue]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,47 +86,25 @@ class ResourceService:
     def search(
         self, resource_type: str, query: list[tuple[str, str]], base_url: str, strict: bool
     ) -> SearchResult:
-        check_type(resource_type)
+        return self._searching().search(resource_type, query, base_url, strict)
+
+    def compartment_search(
+        self,
+        compartment: str,
+        compartment_id: str,
+        resource_type: str,
+        query: list[tuple[str, str]],
+        base_url: str,
+        strict: bool,
+    ) -> SearchResult:
+        return self._searching().compartment_search(
+            compartment, compartment_id, resource_type, query, base_url, strict
+        )
+
+    def _searching(self) -> SearchService:
         if self._searcher is None:
             raise FhirError.of(501, "not-supported", "Search is not configured on this server")
-        own, include_items = split_include_parameters(query)
-        sort_value = next((v for k, v in reversed(own) if k == "_sort"), None)
-        own = [(k, v) for k, v in own if k != "_sort"]
-        specs = parse_includes(include_items)
-        request = parse_search(resource_type, own, base_url, strict)
-        request.link_params += include_items
-        if sort_value is not None:
-            page = self._sorted(request, parse_sort(resource_type, sort_value))
-            request.link_params.append(("_sort", sort_value))
-        else:
-            page = self._searcher.search(request)
-        included: list[StoredVersion] = []
-        warnings = list(request.warnings)
-        if specs and request.summary != "count":
-            resolver = IncludeResolver(self._store.current_many, self._all_matches)
-            included, include_warnings = resolver.resolve(page.versions, specs, base_url)
-            warnings += include_warnings
-        return SearchResult(request, page, included, warnings)
-
-    def _sorted(self, request: SearchRequest, keys: list[SortKey]) -> SearchPage:
-        count, cursor = request.count, request.cursor
-        request.cursor = None
-        matches = self._all_matches(request, limit=sorting.MAX_SORTED + 1)
-        scope = f"{request.resource_type}?" + "&".join(f"{k}={v}" for k, v in request.link_params)
-        versions, next_cursor = sorting.page(matches, keys, count, cursor, scope)
-        total = len(matches) if request.total == "accurate" or request.summary == "count" else None
-        return SearchPage([] if request.summary == "count" else versions, next_cursor, total)
-
-    def _all_matches(self, request: SearchRequest, limit: int = MAX_INCLUDED) -> list[StoredVersion]:
-        assert self._searcher is not None
-        request.count = MAX_COUNT
-        found: list[StoredVersion] = []
-        while True:
-            page = self._searcher.search(request)
-            found += page.versions
-            if page.next_cursor is None or len(found) >= limit:
-                return found
-            request.cursor = page.next_cursor
+        return SearchService(self._store, self._searcher)
 
     # -- writes -------------------------------------------------------------------------
     def create(self, resource_type: str, resource: Any) -> WriteResult:
