@@ -1,13 +1,13 @@
 """`fhirlake` command line: the local data store and tools around it.
 
 fhirlake serve                   start the embedded data store (make run)
+fhirlake import PATH... [--wait] import NDJSON / Bundle files into the running store (bulk import)
 fhirlake invoke api EVENT.json   run a Lambda handler on a sample event against the embedded store
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import signal
@@ -19,54 +19,112 @@ from pathlib import Path
 from fhirlake import topology
 
 DEFAULT_SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "synthea"
+STATE = Path(os.environ.get("FHIRLAKE_STATE", ".fhirlake/local.json"))  # endpoints of a running serve
 
 
-def _read_json(path: Path) -> object:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        return json.loads(handle.read())
+def import_samples(endpoint: str, folder: Path) -> tuple[int, int]:
+    """Load the sample bundles through the bulk import (landing bucket → queue → import function), as
+    ``fhirlake import`` would; returns (files, stored resources)."""
+    from fhirlake.ingest.local_client import LocalImport, expand
+
+    local = LocalImport(endpoint)
+    files = expand([folder])
+    job_ids = {local.upload(path, f"samples/{path.name}", {}): path for path in files}
+    stored = 0
+    for job_id, view in local.wait(list(job_ids), timeout=300).items():
+        counts = view.get("counts") or {}
+        stored += counts.get("stored", 0)
+        if view["status"] != "completed":
+            reason = (
+                view.get("reason") or f"{counts.get('failed', 0)} failed (s3://{local.results}/{job_id}/)"
+            )
+            print(f"  {job_ids[job_id].name}: job {job_id} -> {view['status']}: {reason}", file=sys.stderr)
+    return len(files), stored
 
 
-def load_samples(api_url: str, folder: Path) -> tuple[int, int]:
-    """PUT every resource of every sample bundle through the FHIR API; returns (files, resources)."""
-    import requests
+def import_files(args: argparse.Namespace) -> int:
+    from fhirlake.ingest.local_client import LocalImport, expand, progress_bar, read_state, tiers
 
-    from fhirlake.fhir.references import bundle_resources
-
-    files = resources = 0
-    with requests.Session() as http:
-        for path in sorted(folder.glob("*.json*")):
-            bundle = _read_json(path)
-            for rtype, rid, resource in bundle_resources(bundle):
-                response = http.put(
-                    f"{api_url}/{rtype}/{rid}",
-                    json=resource,
-                    headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal"},
-                )
-                if response.status_code >= 300:
-                    print(
-                        f"  {path.name}: {rtype}/{rid} -> {response.status_code} {response.text[:300]}",
-                        file=sys.stderr,
-                    )
-                else:
-                    resources += 1
-            files += 1
-    return files, resources
+    state = read_state(args.state) or {}
+    endpoint = args.endpoint or state.get("aws_endpoint")
+    if not endpoint:
+        print(
+            f"No running fhirlake found ({args.state} is missing): start `make run`, or pass --endpoint",
+            file=sys.stderr,
+        )
+        return 2
+    local = LocalImport(endpoint, **{k: state[k] for k in ("landing", "table", "results") if k in state})
+    files = expand(args.paths)
+    missing = [f for f in files if not f.is_file()]
+    if missing or not files:
+        print(f"Nothing to import: {', '.join(map(str, missing)) or 'no files'}", file=sys.stderr)
+        return 2
+    metadata = {}
+    if args.force:
+        metadata["fhirlake-force"] = "true"
+    if args.validation:
+        metadata["fhirlake-validation"] = args.validation
+    groups = tiers(files)
+    jobs: dict[str, Path] = {}
+    for number, group in enumerate(groups):
+        started = {}
+        for path in group:
+            key = f"{args.prefix.strip('/') + '/' if args.prefix else ''}{path.name}"
+            job_id = local.upload(path, key, metadata, progress_bar(path.name, path.stat().st_size))
+            started[job_id] = path
+        jobs |= started
+        if number < len(groups) - 1:  # conditional references need these stored first
+            print(f"  waiting for {len(started)} reference-target file(s) to be imported...", file=sys.stderr)
+            local.wait(list(started), args.timeout)
+    if not args.wait:
+        for job_id, path in jobs.items():
+            print(f"{path.name}: job {job_id}")
+        print(f"Follow them with GET /_import/{{job}}; results in s3://{local.results}/{{job}}/")
+        return 0
+    views = local.wait(list(jobs), args.timeout)
+    exit_code = 0
+    for job_id, path in jobs.items():
+        view = views[job_id]
+        counts = view.get("counts") or {}
+        print(
+            f"{path.name}: {view['status']} — {counts.get('stored', 0)} stored "
+            f"({counts.get('unchanged', 0)} unchanged), {counts.get('failed', 0)} failed"
+        )
+        for rtype, numbers in sorted((counts.get("byType") or {}).items()):
+            print(
+                f"    {rtype:<28} {numbers.get('stored', 0):>7} stored {numbers.get('failed', 0):>7} failed"
+            )
+        if view.get("reason"):
+            print(f"    reason: {view['reason']}")
+        print(f"    results: s3://{local.results}/{job_id}/manifest.json")
+        if view["status"] not in ("completed", "skipped") or counts.get("failed"):
+            exit_code = 1
+    return exit_code
 
 
 def serve(args: argparse.Namespace) -> int:
+    from fhirlake.ingest.local_client import read_state, write_state
     from fhirlake.local.runtime import LocalRuntime
 
     started = time.monotonic()
     runtime = LocalRuntime(port=args.port, moto_port=args.moto_port, access_log=args.access_log).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    resources = runtime.resources
+    assert resources is not None
+    state = {
+        "pid": os.getpid(),
+        "api_url": runtime.api_url,
+        "aws_endpoint": runtime.moto_url,
+        "table": resources.table_name,
+        "landing": resources.buckets[topology.LANDING_BUCKET.role],
+        "results": resources.buckets[topology.RESULTS_BUCKET.role],
+    }
     try:
+        write_state(args.state, state)
         if not args.no_samples and args.samples.is_dir():
-            files, count = load_samples(runtime.api_url, args.samples)
+            files, count = import_samples(runtime.moto_url, args.samples)
             print(f"Loaded {count} resources from {files} sample bundles in {args.samples}")
-        resources = runtime.resources
-        assert resources is not None
         print(f"""
 fhirlake is ready in {time.monotonic() - started:.1f}s
 
@@ -84,6 +142,8 @@ fhirlake is ready in {time.monotonic() - started:.1f}s
         pass
     finally:
         print("\nStopping fhirlake...", flush=True)
+        if read_state(args.state) == state:
+            args.state.unlink(missing_ok=True)
         runtime.stop()
     return 0
 
@@ -125,7 +185,23 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument(
         "--access-log", action="store_true", help="print one line per request (no query strings)"
     )
+    p_serve.add_argument(
+        "--state", type=Path, default=STATE, help="where to write the endpoints (for import)"
+    )
     p_serve.set_defaults(func=serve)
+
+    p_import = commands.add_parser(
+        "import", help="import NDJSON / Bundle files into the running local store (landing bucket)"
+    )
+    p_import.add_argument("paths", nargs="+", type=Path, help="files or folders (.ndjson[.gz], .json[.gz])")
+    p_import.add_argument("--wait", action="store_true", help="wait for the jobs and print a summary")
+    p_import.add_argument("--endpoint", help="AWS endpoint of the local store (default: from --state)")
+    p_import.add_argument("--state", type=Path, default=STATE, help="state file written by `fhirlake serve`")
+    p_import.add_argument("--prefix", default="", help="key prefix in the landing bucket")
+    p_import.add_argument("--force", action="store_true", help="import even files already imported")
+    p_import.add_argument("--validation", choices=["strict", "structure-only", "minimal"])
+    p_import.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the jobs")
+    p_import.set_defaults(func=import_files)
 
     p_invoke = commands.add_parser("invoke", help="run a handler on an event file against the embedded store")
     p_invoke.add_argument("function", help="function role, e.g. api")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -26,6 +26,9 @@ from infra.nag import regex, suppress
 # function relies on its source queue's redrive policy (the queue's DLQ), not on a Lambda DLQ.
 INVOCATION = {
     topology.API_FUNCTION.role: "synchronous (API Gateway Lambda proxy integration)",
+    topology.IMPORT_FUNCTION.role: "by the SQS event source of the import queue (poll-based, not "
+    "asynchronous): a failed message returns to the queue and, after maxReceiveCount attempts, lands in "
+    "the import queue's own dead-letter queue, which is alarmed",
 }
 
 # Exactly what the handlers do; no Scan, no stream reads, no DescribeTable. Transactions need the
@@ -42,6 +45,20 @@ TABLE_ACTIONS = (
 )
 # Objects only: no version deletes (versioning is the recovery path), no bucket configuration.
 OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
+# Per-function bucket access where a function needs less than OBJECT_ACTIONS: the import reads the
+# landing bucket (never writes or deletes a dropped file) and writes reports (plus staged gzip parts
+# it reads back and deletes) in the results bucket.
+BUCKET_ACTIONS = {
+    (topology.IMPORT_FUNCTION.role, topology.LANDING_BUCKET.role): ("s3:GetObject", "s3:GetObjectVersion"),
+    (topology.IMPORT_FUNCTION.role, topology.RESULTS_BUCKET.role): (
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:AbortMultipartUpload",
+    ),
+}
+# EventBridge events a function may put on the account's default bus (events:source condition).
+EVENT_SOURCES = {topology.IMPORT_FUNCTION.role: "fhirlake.import"}
 # Envelope encryption with the data key (S3 SSE-KMS, SQS SSE, DynamoDB CMK); no wildcard actions.
 KEY_ACTIONS = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey")
 
@@ -185,10 +202,9 @@ class Functions(Construct):
             for bucket_spec in topology.BUCKETS:
                 if name == bucket_spec.env_var:
                     bucket = data.buckets[bucket_spec.role]
+                    actions = BUCKET_ACTIONS.get((spec.role, bucket_spec.role), OBJECT_ACTIONS)
                     role.add_to_principal_policy(
-                        iam.PolicyStatement(
-                            actions=list(OBJECT_ACTIONS), resources=[bucket.arn_for_objects("*")]
-                        )
+                        iam.PolicyStatement(actions=list(actions), resources=[bucket.arn_for_objects("*")])
                     )
                     # ListBucket only so that a missing key is a 404 (NoSuchKey), not a 403.
                     role.add_to_principal_policy(
@@ -201,6 +217,17 @@ class Functions(Construct):
                     uses_data = True
         if uses_data:  # everything above is encrypted with the one data key
             data.key.grant(role, *KEY_ACTIONS)
+        if spec.role in EVENT_SOURCES:
+            stack = Stack.of(role)
+            role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["events:PutEvents"],
+                    resources=[
+                        f"arn:{stack.partition}:events:{stack.region}:{stack.account}:event-bus/default"
+                    ],
+                    conditions={"StringEquals": {"events:source": EVENT_SOURCES[spec.role]}},
+                )
+            )
 
     @staticmethod
     def _suppressions(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk.aws_lambda_event_sources import SqsEventSource
 from constructs import Construct
 from fhirlake import topology
 
@@ -59,6 +60,15 @@ class ApiStack(Stack):
             ),
             code=code if code is not None else bundling.lambda_code(),
         )
+        # The import function reads the import queue: one message (a file or a chunk, sized to fill
+        # one invocation) per batch; failures reported per message (Powertools batch processing).
+        self.functions.functions[topology.IMPORT_FUNCTION.role].add_event_source(
+            SqsEventSource(
+                data.queues.queues[topology.IMPORT_QUEUE.role],
+                batch_size=1,
+                report_batch_item_failures=True,
+            )
+        )
         self.api = FhirApi(
             self,
             "Api",
@@ -91,6 +101,11 @@ class ApiStack(Stack):
         )
         CfnOutput(
             self, "ApiFunctionName", value=self.functions.functions[topology.API_FUNCTION.role].function_name
+        )
+        CfnOutput(
+            self,
+            "ImportFunctionName",
+            value=self.functions.functions[topology.IMPORT_FUNCTION.role].function_name,
         )
         if self.operations.topic is not None:
             CfnOutput(self, "AlarmTopicArn", value=self.operations.topic.topic_arn)

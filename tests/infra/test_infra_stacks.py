@@ -62,6 +62,26 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def function_of(template: dict[str, Any], spec: topology.FunctionSpec) -> tuple[str, dict[str, Any]]:
+    (found,) = [
+        (lid, f)
+        for lid, f in resources(template, "AWS::Lambda::Function").items()
+        if f["Properties"]["Handler"] == spec.handler
+    ]
+    return found
+
+
+def policy_of(template: dict[str, Any], spec: topology.FunctionSpec) -> dict[str, Any]:
+    _, function = function_of(template, spec)
+    role = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    (policy,) = [
+        p
+        for p in resources(template, "AWS::IAM::Policy").values()
+        if {"Ref": role} in p["Properties"]["Roles"]
+    ]
+    return policy
+
+
 # ---------------------------------------------------------------------------------------------------
 # cdk-nag
 # ---------------------------------------------------------------------------------------------------
@@ -221,7 +241,9 @@ def test_data_stack_has_termination_protection(synth):
 # Function
 # ---------------------------------------------------------------------------------------------------
 def test_api_function_runtime_and_environment(api):
-    function = only(api, "AWS::Lambda::Function")  # and no other (custom resource) functions
+    # one function per FunctionSpec, and no other (custom resource) functions
+    assert len(resources(api, "AWS::Lambda::Function")) == len(topology.FUNCTIONS)
+    _, function = function_of(api, topology.API_FUNCTION)
     props = function["Properties"]
     spec = topology.API_FUNCTION
     assert props["Runtime"] == "python3.13"
@@ -246,7 +268,7 @@ def test_api_function_runtime_and_environment(api):
 
 def test_log_groups_are_encrypted_with_retention(api):
     groups = resources(api, "AWS::Logs::LogGroup")
-    assert len(groups) == 3  # function, API access, API execution
+    assert len(groups) == 2 + len(topology.FUNCTIONS)  # one per function, API access, API execution
     for group in groups.values():
         assert "KmsKeyId" in group["Properties"]
         assert group["Properties"]["RetentionInDays"] == 365
@@ -269,7 +291,7 @@ def test_iam_has_no_admin_or_unexplained_wildcards(data, api):
 
 
 def test_api_function_has_least_privilege(api):
-    (policy,) = resources(api, "AWS::IAM::Policy").values()
+    policy = policy_of(api, topology.API_FUNCTION)
     actions = {a for s in policy["Properties"]["PolicyDocument"]["Statement"] for a in as_list(s["Action"])}
     assert "dynamodb:Query" in actions and "dynamodb:PutItem" in actions
     assert "s3:GetObject" in actions and "s3:PutObject" in actions
@@ -339,3 +361,54 @@ def test_alarms_cover_api_function_dlq_and_table(api):
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
     assert not resources(api, "AWS::SNS::Subscription")  # no alarmEmail by default
     assert len(resources(api, "AWS::CloudWatch::Dashboard")) == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# Import function (bulk import, fhirlake.ingest)
+# ---------------------------------------------------------------------------------------------------
+def _statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    return policy["Properties"]["PolicyDocument"]["Statement"]
+
+
+def test_import_function_is_fed_by_the_import_queue_with_partial_batch_failures(api):
+    function_id, function = function_of(api, topology.IMPORT_FUNCTION)
+    props = function["Properties"]
+    assert props["Timeout"] == topology.IMPORT_FUNCTION.timeout_seconds <= 900
+    assert topology.IMPORT_QUEUE.visibility_timeout_seconds >= topology.IMPORT_FUNCTION.timeout_seconds
+    assert props["MemorySize"] == topology.IMPORT_FUNCTION.memory_mb
+    env = props["Environment"]["Variables"]
+    for name in topology.IMPORT_FUNCTION.env:
+        assert name in env
+    assert env["POWERTOOLS_LOGGER_LOG_EVENT"] == "false"
+    (mapping,) = resources(api, "AWS::Lambda::EventSourceMapping").values()
+    mp = mapping["Properties"]
+    assert mp["FunctionName"] == {"Ref": function_id}
+    assert mp["BatchSize"] == 1
+    assert mp["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert "ImportQueue" in json.dumps(mp["EventSourceArn"])  # the import queue (its DLQ is wired)
+    alarms = json.dumps(list(resources(api, "AWS::CloudWatch::Alarm").values()))
+    assert json.dumps({"Ref": function_id}) in alarms  # errors and throttles of the import function
+
+
+def test_import_function_has_least_privilege(api):
+    statements = _statements(policy_of(api, topology.IMPORT_FUNCTION))
+    by_actions = {tuple(sorted(as_list(s["Action"]))): s for s in statements}
+    # landing: read only; results: reports (and staged parts) only
+    assert ("s3:GetObject", "s3:GetObjectVersion") in by_actions
+    landing = json.dumps(by_actions[("s3:GetObject", "s3:GetObjectVersion")]["Resource"])
+    assert "Landing" in landing
+    writes = [r for s in statements if "s3:PutObject" in as_list(s["Action"]) for r in as_list(s["Resource"])]
+    assert len(writes) == 2  # results and blobs (bodies over the item limit), never the landing bucket
+    assert not any("Landing" in json.dumps(r) for r in writes)
+    # queue: consume (event source) + send (chunk fan-out)
+    actions = {a for s in statements for a in as_list(s["Action"])}
+    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage"} <= actions
+    assert "dynamodb:Scan" not in actions
+    # EventBridge: PutEvents on the default bus only, for the fhirlake.import source only
+    (events,) = [s for s in statements if "events:PutEvents" in as_list(s["Action"])]
+    assert events["Condition"] == {"StringEquals": {"events:source": "fhirlake.import"}}
+    assert "event-bus/default" in json.dumps(events["Resource"])
+    assert not [a for a in actions if a.endswith("*")]
+    for statement in statements:
+        if "*" in as_list(statement["Resource"]):
+            assert set(as_list(statement["Action"])) <= RESOURCE_STAR_ACTIONS, statement

@@ -58,7 +58,11 @@ def test_destroy_removes_protection_but_adds_no_auto_delete_lambda(custom):
 
 def test_overrides_reach_function_api_and_alarms(custom):
     _, data, api = custom
-    (function,) = _of_type(api, "AWS::Lambda::Function")
+    (function,) = [
+        f
+        for f in _of_type(api, "AWS::Lambda::Function")
+        if f["Properties"]["Handler"] == topology.API_FUNCTION.handler
+    ]
     props = function["Properties"]
     assert props["ReservedConcurrentExecutions"] == 5
     env = props["Environment"]["Variables"]

@@ -80,7 +80,9 @@ class Importer:
         return lines
 
     def manifest(self, view: dict[str, Any]) -> dict[str, Any]:
-        return orjson.loads(self.s3.get_object(Bucket=RESULTS, Key=f"{view['id']}/manifest.json")["Body"].read())
+        return orjson.loads(
+            self.s3.get_object(Bucket=RESULTS, Key=f"{view['id']}/manifest.json")["Body"].read()
+        )
 
 
 def make_importer(aws: Provisioned, **env: str) -> Importer:
@@ -95,7 +97,7 @@ def importer(aws: Provisioned) -> Importer:
 
 @pytest.fixture
 def chunked(aws: Provisioned) -> Importer:
-    return make_importer(aws, **{ENV_CHUNK_BYTES: "4000"})
+    return make_importer(aws, **{ENV_CHUNK_BYTES: "1200"})
 
 
 def ndjson(resources: list[dict[str, Any]], gz: bool = False) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import boto3
@@ -120,9 +121,9 @@ def test_same_file_dropped_again_is_skipped_unless_forced(importer: Importer) ->
 
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
 def test_large_file_is_split_into_parallel_chunks(chunked: Importer, gz: bool) -> None:
-    resources = [patient(i) for i in range(120)]
+    resources = [patient(i) for i in range(40)]
     body = ndjson(resources, gz=False)
-    body = body.replace(orjson.dumps(resources[77]), b'{"resourceType": "Patient", "id": "bad", "gender": 1}')
+    body = body.replace(orjson.dumps(resources[27]), b'{"resourceType": "Patient", "id": "bad", "gender": 1}')
     name = "big.ndjson.gz" if gz else "big.ndjson"
     job_id = chunked.drop(name, gzip.compress(body) if gz else body)
     outcomes = chunked.pump()
@@ -133,10 +134,10 @@ def test_large_file_is_split_into_parallel_chunks(chunked: Importer, gz: bool) -
     assert view["status"] == "completed-with-errors" and view["chunksDone"] == chunks
     success = chunked.result_lines(view, "success")
     failure = chunked.result_lines(view, "failure")
-    assert sorted(r["line"] for r in success + failure) == list(range(1, 121))
-    assert [r["line"] for r in failure] == [78]
+    assert sorted(r["line"] for r in success + failure) == list(range(1, 41))
+    assert [r["line"] for r in failure] == [28]
     assert failure[0]["byteOffset"] == body.index(b'{"resourceType": "Patient", "id": "bad"')
-    assert {r["id"] for r in success} == {f"p{i}" for i in range(120)} - {"p77"}
+    assert {r["id"] for r in success} == {f"p{i}" for i in range(40)} - {"p27"}
     staged = chunked.s3.list_objects_v2(Bucket="fhirlake-results", Prefix=f"{job_id}/_staged/")
     assert staged.get("KeyCount", 0) == 0  # staged gzip parts are removed at the end
 
@@ -150,7 +151,9 @@ def test_large_file_is_split_into_parallel_chunks(chunked: Importer, gz: bool) -
         ("file.csv", b"a,b\n1,2\n", "Unsupported file type"),
     ],
 )
-def test_poison_input_fails_its_job_with_a_reason(importer: Importer, key: str, body: bytes, reason: str) -> None:
+def test_poison_input_fails_its_job_with_a_reason(
+    importer: Importer, key: str, body: bytes, reason: str
+) -> None:
     view = importer.run(key, body)
     assert view["status"] == "failed" and reason in view["reason"]
     assert importer.messages() == []  # acknowledged: nothing returns to the queue
@@ -202,12 +205,27 @@ def test_unresolvable_conditional_reference_goes_to_failure(importer: Importer) 
     assert store.current("Encounter", "e1").resource["serviceProvider"]["reference"] == "Organization/o1"
 
 
-def test_transaction_bundle_keeps_urn_uuid_ids_and_reimport_adds_no_versions(importer: Importer) -> None:
+def small_synthea_bundle(limit: int = 20) -> dict:
+    """The first entries of a Synthea transaction whose urn:uuid references stay inside the Bundle (a whole
+    patient takes ~10 s on moto in-process, which copies its table for every transaction)."""
     path = sorted((REPO / "samples" / "synthea").glob("*.json.gz"))[0]
     bundle = orjson.loads(gzip.decompress(path.read_bytes()))
+    kept, urls = [], set()
+    for entry in bundle["entry"]:
+        refs = set(re.findall(r'"reference":"(urn:uuid:[^"]+)"', orjson.dumps(entry["resource"]).decode()))
+        if refs <= urls | {entry["fullUrl"]} and len(kept) < limit:
+            kept.append(entry)
+            urls.add(entry["fullUrl"])
+    assert len({e["resource"]["resourceType"] for e in kept}) >= 4
+    return {**bundle, "entry": kept}
+
+
+def test_transaction_bundle_keeps_urn_uuid_ids_and_reimport_adds_no_versions(importer: Importer) -> None:
+    bundle = small_synthea_bundle()
     entries = len(bundle["entry"])
     patient_id = next(e["fullUrl"][9:] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
-    view = importer.run("bundles/one.json.gz", path.read_bytes())
+    data = gzip.compress(orjson.dumps(bundle))
+    view = importer.run("bundles/one.json.gz", data)
     assert view["status"] == "completed", importer.result_lines(view, "failure")[:1]
     assert view["counts"]["stored"] == entries
     success = importer.result_lines(view, "success")
@@ -215,7 +233,7 @@ def test_transaction_bundle_keeps_urn_uuid_ids_and_reimport_adds_no_versions(imp
     store = importer.service._core("strict").store
     stored = store.current("Patient", patient_id)
     assert stored is not None and stored.version_id == 1
-    again = importer.run("bundles/copy.json.gz", path.read_bytes())
+    again = importer.run("bundles/copy.json.gz", data)
     assert again["status"] == "completed" and again["counts"]["unchanged"] == entries
     assert store.current("Patient", patient_id).version_id == 1
 
@@ -249,3 +267,20 @@ def test_test_events_and_other_buckets_are_ignored(importer: Importer) -> None:
     ]
     assert importer.service.handle_message("not json") == ["ignored: not JSON"]
     boto3.client("s3", region_name="us-east-1")  # the mock is still active
+
+
+def test_import_jobs_response_for_the_api_route(importer: Importer) -> None:
+    from fhirlake.api.http import Request
+    from fhirlake.fhir.outcome import FhirError
+    from fhirlake.ingest.jobs import import_jobs_response
+
+    view = importer.run("route.ndjson", ndjson([patient(1)]))
+    store = importer.service._core("strict").store
+    one = import_jobs_response(store, Request("GET", f"/_import/{view['id']}"), ["_import", view["id"]])
+    assert one.status == 200 and orjson.loads(one.body)["counts"]["stored"] == 1
+    listed = import_jobs_response(store, Request("GET", "/_import", [("_count", "1")]), ["_import"])
+    body = orjson.loads(listed.body)
+    assert [j["id"] for j in body["jobs"]] == [view["id"]] and body["next"]
+    with pytest.raises(FhirError) as missing:
+        import_jobs_response(store, Request("GET", "/_import/nope"), ["_import", "nope"])
+    assert missing.value.status == 404

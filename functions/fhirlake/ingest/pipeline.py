@@ -31,7 +31,7 @@ from fhirlake.fhir import json as fhir_json
 from fhirlake.fhir.instant import after, now_instant
 from fhirlake.fhir.outcome import FhirError, Issue, error
 from fhirlake.fhir.types import is_resource_type, is_valid_id
-from fhirlake.ingest.reader import Line
+from fhirlake.ingest.reader import Line, PoisonInput
 from fhirlake.ingest.results import ChunkResults
 from fhirlake.persistence import StoredVersion, VersionConflict
 from fhirlake.service.crud import ResourceService
@@ -67,18 +67,22 @@ class LineImporter:
     def run(self, lines: Iterable[Line], results: ChunkResults) -> None:
         pending: list[_Pending] = []
         keys: set[tuple[str, str]] = set()
-        for line in lines:
-            if not line.data.strip():
-                continue  # blank lines carry nothing (and are not counted)
-            where = {"line": line.number, "byteOffset": line.offset}
-            ready = self.prepare(where, line.data, results)
-            if ready is None:
-                continue
-            if (ready.type, ready.id) in keys or len(pending) >= BATCH:
-                self.commit(pending, results)
-                pending, keys = [], set()
-            pending.append(ready)
-            keys.add((ready.type, ready.id))
+        try:
+            for line in lines:
+                if not line.data.strip():
+                    continue  # blank lines carry nothing (and are not counted)
+                where = {"line": line.number, "byteOffset": line.offset}
+                ready = self.prepare(where, line.data, results)
+                if ready is None:
+                    continue
+                if (ready.type, ready.id) in keys or len(pending) >= BATCH:
+                    self.commit(pending, results)
+                    pending, keys = [], set()
+                pending.append(ready)
+                keys.add((ready.type, ready.id))
+        except PoisonInput:
+            self.commit(pending, results)  # what was read before the poison is stored and reported
+            raise
         self.commit(pending, results)
 
     # -- one line ---------------------------------------------------------------------------
