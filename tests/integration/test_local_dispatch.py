@@ -1,10 +1,12 @@
-"""The local runtime delivers S3 drops (via SQS) and table stream records as Lambda would."""
+"""The local runtime's dispatchers deliver queue messages and table stream records as Lambda would.
+
+(The landing bucket → import queue → import function path is exercised end to end by the import tests.)
+"""
 
 from __future__ import annotations
 
-import json
 import time
-from urllib.parse import unquote_plus
+import uuid
 
 import pytest
 from fhirlake.local.dispatcher import SqsPoller, StreamPoller
@@ -15,47 +17,47 @@ pytestmark = pytest.mark.http
 
 
 class Recorder:
-    def __init__(self, fail_first: bool = False) -> None:
-        self.events: list[dict] = []
-        self.fail_first = fail_first
+    """A handler that fails the first record it ever sees once (a partial batch failure)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+        self.failed_once: set[str] = set()
 
     def __call__(self, event: dict, context) -> dict:
-        self.events.append(event)
-        if self.fail_first and len(self.events) == 1:
-            return {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
-        return {"batchItemFailures": []}
+        failures = []
+        for record in event["Records"]:
+            self.records.append(record)
+            if not self.failed_once:
+                self.failed_once.add(record["body"])
+                failures.append({"itemIdentifier": record["messageId"]})
+        return {"batchItemFailures": failures}
 
 
-def import_queue_poller(runtime, handler) -> SqsPoller:
+def test_sqs_poller_delivers_batches_and_honours_partial_failures(runtime) -> None:
     sqs = runtime.client("sqs")
-    url = runtime.resources.queue_urls["import"]
+    url = sqs.create_queue(
+        QueueName=f"dispatch-{uuid.uuid4().hex[:8]}", Attributes={"VisibilityTimeout": "0"}
+    )["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    return SqsPoller(sqs, url, arn, handler, "import")
-
-
-def drain(poller: SqsPoller, want: int, recorder: Recorder, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and sum(len(e["Records"]) for e in recorder.events) < want:
+    recorder = Recorder()
+    poller = SqsPoller(sqs, url, arn, recorder, "probe")
+    for body in ("one", "two"):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    deadline = time.monotonic() + 15
+    while (time.monotonic() < deadline and len({r["body"] for r in recorder.records}) < 2) or len(
+        recorder.records
+    ) < 3:
         poller.poll_once(wait_seconds=1)
-
-
-@pytest.mark.xdist_group("import-queue")
-def test_landing_drop_reaches_the_import_handler_as_an_sqs_event(runtime) -> None:
-    recorder = Recorder(fail_first=True)
-    poller = import_queue_poller(runtime, recorder)
-    runtime.client("s3").put_object(
-        Bucket=runtime.resources.buckets["landing"], Key="in/Patient 1.ndjson", Body=b"{}"
-    )
-    drain(poller, 2, recorder)  # the failed record comes back (partial batch failure), then succeeds
-    records = [r for e in recorder.events for r in e["Records"]]
-    assert len(records) >= 2
-    record = records[-1]
-    assert record["eventSource"] == "aws:sqs" and record["eventSourceARN"].endswith(":fhirlake-import")
-    s3_event = json.loads(record["body"])
-    keys = [unquote_plus(r["s3"]["object"]["key"]) for r in s3_event["Records"]]
-    assert keys == ["in/Patient 1.ndjson"]  # S3 URL-encodes keys in notifications
-    poller.poll_once(wait_seconds=1)
-    assert sum(len(e["Records"]) for e in recorder.events) == len(records)  # acknowledged: not redelivered
+        if time.monotonic() > deadline:
+            break
+    bodies = [r["body"] for r in recorder.records]
+    failed = next(iter(recorder.failed_once))
+    assert (
+        bodies.count(failed) == 2 and len(bodies) == 3
+    )  # the failed record came back once, the other did not
+    record = recorder.records[0]
+    assert record["eventSource"] == "aws:sqs" and record["eventSourceARN"] == arn
+    assert poller.poll_once(wait_seconds=1) == 0  # both acknowledged
 
 
 def test_table_stream_records_reach_a_stream_handler(runtime, api_url: str) -> None:
@@ -65,17 +67,19 @@ def test_table_stream_records_reach_a_stream_handler(runtime, api_url: str) -> N
         runtime.resources.table_stream_arn,
         lambda event, _ctx: seen.extend(event["Records"]),
         "lake",
+        starting_position="LATEST",
     )
-    rid = (
-        FhirHttp(api_url)
-        .put("Basic/stream-probe", {"resourceType": "Basic", "id": "stream-probe", "code": {"text": "probe"}})
-        .json()["id"]
-    )
+    poller.poll_once()  # positions the shard iterators before the write
+    rid = uuid.uuid4().hex
+    FhirHttp(api_url).put(f"Basic/{rid}", {"resourceType": "Basic", "id": rid, "code": {"text": "probe"}})
+    key = f"default#Basic#{rid}"
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not any(
-        r["dynamodb"]["Keys"]["pk"]["S"] == f"default#Basic#{rid}" for r in seen
-    ):
+    while time.monotonic() < deadline and not any(r["dynamodb"]["Keys"]["pk"]["S"] == key for r in seen):
         poller.poll_once()
-    record = next(r for r in seen if r["dynamodb"]["Keys"]["pk"]["S"] == f"default#Basic#{rid}")
-    assert record["eventSource"] == "aws:dynamodb" and record["eventName"] == "INSERT"
-    assert record["dynamodb"]["NewImage"]["type"]["S"] == "Basic"
+    versions = [
+        r
+        for r in seen
+        if r["dynamodb"]["Keys"]["pk"]["S"] == key and r["dynamodb"]["Keys"]["sk"]["S"].startswith("v#")
+    ]
+    assert versions and versions[0]["eventSource"] == "aws:dynamodb" and versions[0]["eventName"] == "INSERT"
+    assert versions[0]["dynamodb"]["NewImage"]["type"]["S"] == "Basic"

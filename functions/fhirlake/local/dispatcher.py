@@ -110,9 +110,11 @@ class StreamPoller(_Poller):
         function_name: str,
         batch_size: int = 100,
         region: str = "us-east-1",
+        starting_position: str = "TRIM_HORIZON",  # as the Lambda event source mapping option
     ) -> None:
         super().__init__(handler, function_name, batch_size, region)
         self._streams, self._arn = streams, stream_arn
+        self._starting_position = starting_position
         self._iterators: dict[str, str | None] = {}
 
     def poll_once(self) -> int:
@@ -122,7 +124,7 @@ class StreamPoller(_Poller):
             shard_id = shard["ShardId"]
             if shard_id not in self._iterators:
                 self._iterators[shard_id] = self._streams.get_shard_iterator(
-                    StreamArn=self._arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+                    StreamArn=self._arn, ShardId=shard_id, ShardIteratorType=self._starting_position
                 )["ShardIterator"]
             iterator = self._iterators[shard_id]
             if iterator is None:
