@@ -36,6 +36,7 @@ from fhirlake.fhir.instant import format_instant, http_date, parse_instant
 from fhirlake.fhir.outcome import FhirError, Issue, operation_outcome
 from fhirlake.fhir.summary import only_elements, summarize
 from fhirlake.fhir.types import is_resource_type
+from fhirlake.ingest.jobs import JobStore, job_view, jobs_list_view
 from fhirlake.persistence import StoredVersion
 from fhirlake.persistence.dynamodb import InvalidCursor
 from fhirlake.service.crud import ResourceService, check_type
@@ -88,6 +89,8 @@ class FhirApi:
             return {"GET": self._history}
         if n == 1 and head == "$validate":
             return {"POST": self._validate}
+        if head == "_import" and n <= 2:  # bulk import jobs (not FHIR resources): docs/architecture.md
+            return {"GET": self._import_jobs}
         check_type(head)
         tail = parts[1:]
         if n == 1:
@@ -120,6 +123,19 @@ class FhirApi:
         raise FhirError.of(404, "not-found", "Unknown path")
 
     # -- interactions -------------------------------------------------------------------
+    def _import_jobs(self, request: Request, parts: list[str]) -> Response:
+        """``GET /_import`` (``_count``, ``before`` to page back) and ``GET /_import/{job}``: plain JSON."""
+        store = self._service.store
+        jobs = JobStore(store.dynamodb, store.table, store.tenant)  # type: ignore[attr-defined]
+        if len(parts) == 2:
+            view = job_view(jobs, parts[1]) if len(parts[1]) <= 64 else None
+            if view is None:
+                raise FhirError.of(404, "not-found", "No import job with this id")
+            return json_response(request, 200, view)
+        count = request.param("_count") or "50"
+        limit = min(int(count), 1000) if count.isdigit() and int(count) > 0 else 50
+        return json_response(request, 200, jobs_list_view(jobs, limit, request.param("before")))
+
     def _capabilities(self, request: Request, _parts: list[str]) -> Response:
         return json_response(request, 200, capability_statement(request.base_url))
 

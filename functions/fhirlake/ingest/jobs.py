@@ -290,21 +290,3 @@ def jobs_list_view(jobs: JobStore, limit: int = 50, before: str | None = None) -
         "jobs": [{k: v for k, v in job.items() if k != "position"} for job in found],
         "next": found[-1]["position"] if len(found) == limit else None,
     }
-
-
-def import_jobs_response(store: Any, request: Any, parts: list[str]) -> Any:
-    """``GET /_import`` (``?_count=``, ``?before=`` to page) and ``GET /_import/{job}`` for the FHIR API's
-    router: plain JSON job records (not FHIR resources), 404 OperationOutcome for an unknown job.
-    ``store`` is the API's ``DynamoResourceStore`` (its table, client and tenant)."""
-    from fhirlake.api.http import json_response
-    from fhirlake.fhir.outcome import FhirError
-
-    jobs = JobStore(store.dynamodb, store.table, store.tenant)
-    if len(parts) == 2:
-        view = job_view(jobs, parts[1]) if len(parts[1]) <= 64 else None
-        if view is None:
-            raise FhirError.of(404, "not-found", "No import job with this id")
-        return json_response(request, 200, view)
-    count = request.param("_count") or "50"
-    limit = min(int(count), 1000) if count.isdigit() and int(count) > 0 else 50
-    return json_response(request, 200, jobs_list_view(jobs, limit, request.param("before")))

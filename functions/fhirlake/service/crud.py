@@ -47,6 +47,10 @@ class ResourceService:
         self._clock = clock
         self._new_id = new_id
 
+    @property
+    def store(self) -> ResourceStore:
+        return self._store
+
     # -- reads --------------------------------------------------------------------------
     def read(self, resource_type: str, resource_id: str) -> StoredVersion:
         check_type(resource_type)
