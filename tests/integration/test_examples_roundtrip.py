@@ -1,5 +1,6 @@
-"""Every HL7 R4 example survives create, read, update, vread, history and delete unchanged
-(except meta.versionId / meta.lastUpdated), decimals included (1.50 stays 1.50)."""
+"""Every HL7 R4 example survives create, update, read and delete unchanged (except meta.versionId /
+meta.lastUpdated), decimals included (1.50 stays 1.50). vread, history and If-Match have their own tests
+(test_crud_http.py); this one is about the content of every resource type."""
 
 from __future__ import annotations
 
@@ -53,20 +54,11 @@ def test_example_round_trip(fhir: FhirHttp, path: Path) -> None:
 
     put = fhir.put(f"{rtype}/{rid}", raw=raw)
     assert put.status_code in (200, 201), put.text[:2000]
-    version = int(put.json()["meta"]["versionId"])
     assert strip_server_meta(exact(put.content)) == strip_server_meta(example)
 
     read = fhir.get(f"{rtype}/{rid}")
-    assert read.status_code == 200
+    assert read.status_code == 200 and read.headers["ETag"] == f'W/"{put.json()["meta"]["versionId"]}"'
     assert strip_server_meta(exact(read.content)) == strip_server_meta(example)
-
-    again = fhir.put(f"{rtype}/{rid}", raw=raw, headers={"If-Match": f'W/"{version}"'})
-    assert again.status_code == 200 and int(again.json()["meta"]["versionId"]) == version + 1
-    vread = fhir.get(f"{rtype}/{rid}/_history/{version}")
-    assert strip_server_meta(exact(vread.content)) == strip_server_meta(example)
-
-    history = fhir.get(f"{rtype}/{rid}/_history").json()
-    assert [e["response"]["etag"] for e in history["entry"]][:2] == [f'W/"{version + 1}"', f'W/"{version}"']
 
     assert fhir.delete(f"{rtype}/{rid}").status_code == 204
     assert fhir.get(f"{rtype}/{rid}").status_code == 410
