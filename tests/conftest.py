@@ -6,7 +6,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
+from fhirlake.local.provision import Provisioned, provision
+from moto import mock_aws
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FHIRLAKE_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -33,3 +36,14 @@ def runtime() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def api_url(runtime) -> str:
     return runtime.api_url
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Provisioned]:
+    # The HTTP tests' runtime points the SDK at a moto server; unit tests use moto in-process.
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        yield provision(boto3.Session(region_name="us-east-1"), None)

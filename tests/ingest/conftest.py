@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,21 +12,10 @@ import pytest
 from fhirlake.ingest.bootstrap import build_import_service
 from fhirlake.ingest.jobs import TERMINAL, job_id_for, job_view
 from fhirlake.ingest.service import ENV_CHUNK_BYTES, ImportService
-from fhirlake.local.provision import Provisioned, provision
-from moto import mock_aws
+from fhirlake.local.provision import Provisioned
 
 LANDING = "fhirlake-landing"
 RESULTS = "fhirlake-results"
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Provisioned]:
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with mock_aws():
-        yield provision(boto3.Session(region_name="us-east-1"), None)
 
 
 @dataclass

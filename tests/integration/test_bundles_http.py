@@ -11,11 +11,6 @@ from tests.integration.fhir_http import FhirHttp
 pytestmark = pytest.mark.http
 
 
-@pytest.fixture(scope="module")
-def fhir(api_url: str) -> FhirHttp:
-    return FhirHttp(api_url)
-
-
 def tx(*entries: dict, kind: str = "transaction") -> dict:
     return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
 

@@ -13,11 +13,6 @@ from tests.integration.fhir_http import FhirHttp, strip_server_meta
 pytestmark = pytest.mark.http
 
 
-@pytest.fixture(scope="module")
-def fhir(api_url: str) -> FhirHttp:
-    return FhirHttp(api_url)
-
-
 def patient(**extra: object) -> dict:
     return {
         "resourceType": "Patient",

@@ -23,11 +23,6 @@ def exact(content: bytes | str) -> object:
     return json.loads(content, parse_float=str, parse_int=str)
 
 
-@pytest.fixture(scope="module")
-def fhir(api_url: str) -> FhirHttp:
-    return FhirHttp(api_url)
-
-
 def test_the_example_corpus_is_there() -> None:
     assert len(EXAMPLES) >= 750
 

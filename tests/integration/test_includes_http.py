@@ -12,11 +12,6 @@ pytestmark = pytest.mark.http
 
 
 @pytest.fixture(scope="module")
-def fhir(api_url: str) -> FhirHttp:
-    return FhirHttp(api_url)
-
-
-@pytest.fixture(scope="module")
 def family(fhir: FhirHttp) -> dict[str, str]:
     """An organization, a patient managed by it, and two encounters of the patient."""
     tag = uuid.uuid4().hex

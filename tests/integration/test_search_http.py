@@ -21,11 +21,6 @@ TAG_SYSTEM = "http://fhirlake.test/search"
 
 
 @pytest.fixture(scope="module")
-def fhir(api_url: str) -> FhirHttp:
-    return FhirHttp(api_url)
-
-
-@pytest.fixture(scope="module")
 def tag() -> str:
     return uuid.uuid4().hex[:12]
 

@@ -12,11 +12,6 @@ pytestmark = pytest.mark.http
 
 
 @pytest.fixture(scope="module")
-def fhir(api_url: str) -> FhirHttp:
-    return FhirHttp(api_url)
-
-
-@pytest.fixture(scope="module")
 def people(fhir: FhirHttp) -> tuple[str, dict[str, str]]:
     tag = uuid.uuid4().hex
     births = {"a": "1990-05-01", "b": "1970-01-01", "c": "1990-05-01", "d": None, "e": "2001-12-31"}

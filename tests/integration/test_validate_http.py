@@ -22,11 +22,6 @@ BAD = {
 }
 
 
-@pytest.fixture(scope="module")
-def fhir(api_url: str) -> FhirHttp:
-    return FhirHttp(api_url)
-
-
 def errors(outcome: dict) -> list[dict]:
     assert outcome["resourceType"] == "OperationOutcome"
     return [i for i in outcome["issue"] if i["severity"] in ("error", "fatal")]

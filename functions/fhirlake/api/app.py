@@ -233,11 +233,11 @@ class FhirApi:
         strict = "handling=strict" in (request.header("prefer") or "").replace(" ", "")
         try:
             if len(parts) >= 3:  # [compartment]/[id]/[type]
-                result = self._service.compartment_search(
+                result = self._service.searching().compartment_search(
                     parts[0], parts[1], parts[2], query, request.base_url, strict
                 )
             else:
-                result = self._service.search(parts[0], query, request.base_url, strict)
+                result = self._service.searching().search(parts[0], query, request.base_url, strict)
         except InvalidCursor:
             raise FhirError.of(400, "invalid", "The paging cursor is not valid for this search") from None
         search, page = result.request, result.page

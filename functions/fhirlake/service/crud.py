@@ -17,7 +17,7 @@ from fhirlake.fhir.outcome import FhirError
 from fhirlake.fhir.types import is_resource_type, is_valid_id
 from fhirlake.persistence import HistoryPage, Method, ResourceStore, StoredVersion, VersionConflict
 from fhirlake.search.query import parse_search
-from fhirlake.service.searching import Searcher, SearchResult, SearchService
+from fhirlake.service.searching import Searcher, SearchService
 from fhirlake.validation import Validator
 
 # Writers that did not ask for a specific version (no If-Match) retry against the newer
@@ -87,25 +87,8 @@ class ResourceService:
             raise FhirError.of(404, "not-found", f"{resource_type}/{resource_id} is not known")
         return self._store.history(resource_type, resource_id, count=count, since=since, cursor=cursor)
 
-    def search(
-        self, resource_type: str, query: list[tuple[str, str]], base_url: str, strict: bool
-    ) -> SearchResult:
-        return self._searching().search(resource_type, query, base_url, strict)
-
-    def compartment_search(
-        self,
-        compartment: str,
-        compartment_id: str,
-        resource_type: str,
-        query: list[tuple[str, str]],
-        base_url: str,
-        strict: bool,
-    ) -> SearchResult:
-        return self._searching().compartment_search(
-            compartment, compartment_id, resource_type, query, base_url, strict
-        )
-
-    def _searching(self) -> SearchService:
+    def searching(self) -> SearchService:
+        """Search (``service.searching``): type, compartment, includes, sort."""
         if self._searcher is None:
             raise FhirError.of(501, "not-supported", "Search is not configured on this server")
         return SearchService(self._store, self._searcher)
