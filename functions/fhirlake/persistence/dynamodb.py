@@ -113,8 +113,13 @@ class DynamoResourceStore:
         entries = [
             (self.search_entries(previous), self.search_entries(version)) for version, previous in writes
         ]
-        for (old, new), (version, _) in zip(entries, writes, strict=True):
-            self._put_entries(new - old, version.version_id)
+        # All the new entries of the batch share full 25-item BatchWriteItem requests.
+        self._put_entries_of(
+            [
+                (new - old, version.version_id)
+                for (old, new), (version, _) in zip(entries, writes, strict=True)
+            ]
+        )
         prepared = [self._transaction_items(version, previous) for version, previous in writes]
         blobs = [blob for _, blob in prepared if blob]
         try:
@@ -218,8 +223,12 @@ class DynamoResourceStore:
         return search_index.entries(self._tenant, version.resource_type, version.id, values)
 
     def _put_entries(self, entries: set[tuple[str, str]], version_id: int) -> None:
+        self._put_entries_of([(entries, version_id)])
+
+    def _put_entries_of(self, groups: list[tuple[set[tuple[str, str]], int]]) -> None:
         requests = [
             {"PutRequest": {"Item": {"pk": {"S": pk}, "sk": {"S": sk}, "vid": {"N": str(version_id)}}}}
+            for entries, version_id in groups
             for pk, sk in sorted(entries)
         ]
         for start in range(0, len(requests), 25):
