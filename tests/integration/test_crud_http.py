@@ -243,7 +243,7 @@ def test_body_over_limit_is_413(fhir: FhirHttp) -> None:
 
 
 def test_not_yet_supported_features_say_so(fhir: FhirHttp) -> None:
-    assert_outcome(fhir.get("Patient", **{"_has:Observation:patient:code": "1234-5"}), 501)
+    assert_outcome(fhir.get("Observation", **{"code-value-quantity": "1234-5$gt5"}), 501)  # composite
 
 
 # -- large resources ----------------------------------------------------------------------

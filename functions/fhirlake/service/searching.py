@@ -19,9 +19,11 @@ from importlib import resources
 from typing import Protocol
 
 from fhirlake.fhir.outcome import FhirError, Issue
-from fhirlake.fhir.types import is_valid_id
+from fhirlake.fhir.types import is_valid_id, resource_types
 from fhirlake.persistence import ResourceStore, StoredVersion
 from fhirlake.persistence.dynamodb_search import SearchPage
+from fhirlake.search.extract import parameter_values
+from fhirlake.search.parameters import parameters
 from fhirlake.search.query import MAX_COUNT, SearchRequest, parse_search
 from fhirlake.service import sorting
 from fhirlake.service.includes import MAX_INCLUDED, IncludeResolver, parse_includes, split_include_parameters
@@ -94,21 +96,95 @@ class SearchService:
         return self._with_includes(request, page, specs, base_url)
 
     # -- pieces -------------------------------------------------------------------------------
-    @staticmethod
     def _parse(
-        resource_type: str, query: list[tuple[str, str]], base_url: str, strict: bool
+        self, resource_type: str, query: list[tuple[str, str]], base_url: str, strict: bool
     ) -> tuple[SearchRequest, list[SortKey], list]:
         own, include_items = split_include_parameters(query)
         sort_value = next((v for k, v in reversed(own) if k == "_sort"), None)
         own = [(k, v) for k, v in own if k != "_sort"]
         specs = parse_includes(include_items)
+        own, originals = self._expand(resource_type, own, base_url, strict)
         request = parse_search(resource_type, own, base_url, strict)
+        # Paging links repeat what the client asked, not the expanded id lists.
+        expanded = set(own) - set(originals)
+        request.link_params = [p for p in request.link_params if p not in expanded] + originals
         request.link_params += include_items
         sort_keys: list[SortKey] = []
         if sort_value is not None:
             sort_keys = parse_sort(resource_type, sort_value)
             request.link_params.append(("_sort", sort_value))
         return request, sort_keys, specs
+
+    # -- chained parameters and _has (search.html#chaining, #has) ------------------------------
+    def _expand(
+        self, resource_type: str, query: list[tuple[str, str]], base_url: str, strict: bool
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """Rewrite ``subject:Patient.name=x`` and ``_has:Observation:patient:code=y`` into plain
+        reference / ``_id`` criteria by running the inner searches; returns (query, the rewritten pairs)."""
+        out: list[tuple[str, str]] = []
+        originals: list[tuple[str, str]] = []
+        for name, value in query:
+            if name.startswith("_has:"):
+                out.append(("_id", self._reverse_chain(resource_type, name, value, base_url, strict)))
+                originals.append((name, value))
+            elif "." in name.split("=")[0] and not name.startswith("_"):
+                out.append(self._chain(resource_type, name, value, base_url, strict))
+                originals.append((name, value))
+            else:
+                out.append((name, value))
+        return out, originals
+
+    def _chain(
+        self, resource_type: str, name: str, value: str, base_url: str, strict: bool
+    ) -> tuple[str, str]:
+        head, _, rest = name.partition(".")
+        code, _, type_modifier = head.partition(":")
+        param = parameters(resource_type).get(code)
+        if param is None or param.type != "reference":
+            raise FhirError.of(
+                400, "value", f"'{code}' is not a reference parameter of {resource_type}: cannot chain"
+            )
+        targets = [type_modifier] if type_modifier else list(param.targets)
+        inner_code = rest.split(".")[0].split(":")[0]
+        usable = [t for t in targets if t in resource_types() and inner_code in parameters(t)]
+        if not usable:
+            raise FhirError.of(
+                400, "value", f"No target of {resource_type}.{code} has a parameter '{inner_code}'"
+            )
+        refs = [f"{t}/{v.id}" for t in usable for v in self._inner(t, [(rest, value)], base_url, strict)]
+        return code, ",".join(refs) or f"{usable[0]}/{NO_MATCH}"
+
+    def _reverse_chain(self, resource_type: str, name: str, value: str, base_url: str, strict: bool) -> str:
+        parts = name.split(":", 3)
+        if len(parts) != 4:
+            raise FhirError.of(
+                400, "value", "_has takes _has:[type]:[reference parameter]:[parameter]=[value]"
+            )
+        _, source, link, rest = parts
+        if source not in resource_types():
+            raise FhirError.of(400, "value", f"_has: unknown resource type '{source}'")
+        param = parameters(source).get(link)
+        if param is None or param.type != "reference":
+            raise FhirError.of(400, "value", f"_has: '{link}' is not a reference parameter of {source}")
+        ids: dict[str, None] = {}
+        for version in self._inner(source, [(rest, value)], base_url, strict):
+            for ref in parameter_values(param, version.resource or {}):
+                if ref.ref_type == resource_type and ref.ref_id:
+                    ids[ref.ref_id] = None
+        return ",".join(ids) or NO_MATCH
+
+    def _inner(
+        self, resource_type: str, query: list[tuple[str, str]], base_url: str, strict: bool
+    ) -> list[StoredVersion]:
+        request, _, _ = self._parse(resource_type, query, base_url, strict)
+        found = self._all_matches(request, MAX_CHAIN_MATCHES + 1)
+        if len(found) > MAX_CHAIN_MATCHES:
+            raise FhirError.of(
+                400,
+                "too-costly",
+                f"A chained or _has search matches over {MAX_CHAIN_MATCHES} {resource_type}: narrow it",
+            )
+        return found
 
     def _with_includes(
         self, request: SearchRequest, page: SearchPage, specs: list, base_url: str
@@ -141,6 +217,12 @@ class SearchService:
             if page.next_cursor is None or len(found) >= limit:
                 return found
             request.cursor = page.next_cursor
+
+
+# The most resources an inner (chained / _has) search may contribute to the outer one.
+MAX_CHAIN_MATCHES = 1000
+# Not a valid FHIR id ('_' is not allowed), so a criterion holding it matches nothing.
+NO_MATCH = "__none__"
 
 
 # Parameters that shape results rather than select them: not repeated in per-link sub-searches.
