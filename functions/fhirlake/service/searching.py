@@ -103,11 +103,10 @@ class SearchService:
         sort_value = next((v for k, v in reversed(own) if k == "_sort"), None)
         own = [(k, v) for k, v in own if k != "_sort"]
         specs = parse_includes(include_items)
-        own, originals = self._expand(resource_type, own, base_url, strict)
+        own, rewritten = self._expand(resource_type, own, base_url, strict)
         request = parse_search(resource_type, own, base_url, strict)
         # Paging links repeat what the client asked, not the expanded id lists.
-        expanded = set(own) - set(originals)
-        request.link_params = [p for p in request.link_params if p not in expanded] + originals
+        request.link_params = [rewritten.get(p, p) for p in request.link_params]
         request.link_params += include_items
         sort_keys: list[SortKey] = []
         if sort_value is not None:
@@ -118,21 +117,24 @@ class SearchService:
     # -- chained parameters and _has (search.html#chaining, #has) ------------------------------
     def _expand(
         self, resource_type: str, query: list[tuple[str, str]], base_url: str, strict: bool
-    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    ) -> tuple[list[tuple[str, str]], dict[tuple[str, str], tuple[str, str]]]:
         """Rewrite ``subject:Patient.name=x`` and ``_has:Observation:patient:code=y`` into plain
-        reference / ``_id`` criteria by running the inner searches; returns (query, the rewritten pairs)."""
+        reference / ``_id`` criteria by running the inner searches.
+
+        Returns the rewritten query and, for each rewritten pair, the pair the client sent."""
         out: list[tuple[str, str]] = []
-        originals: list[tuple[str, str]] = []
+        rewritten: dict[tuple[str, str], tuple[str, str]] = {}
         for name, value in query:
             if name.startswith("_has:"):
-                out.append(("_id", self._reverse_chain(resource_type, name, value, base_url, strict)))
-                originals.append((name, value))
-            elif "." in name.split("=")[0] and not name.startswith("_"):
-                out.append(self._chain(resource_type, name, value, base_url, strict))
-                originals.append((name, value))
+                pair = ("_id", self._reverse_chain(resource_type, name, value, base_url, strict))
+            elif "." in name and not name.startswith("_"):
+                pair = self._chain(resource_type, name, value, base_url, strict)
             else:
                 out.append((name, value))
-        return out, originals
+                continue
+            out.append(pair)
+            rewritten[pair] = (name, value)
+        return out, rewritten
 
     def _chain(
         self, resource_type: str, name: str, value: str, base_url: str, strict: bool
