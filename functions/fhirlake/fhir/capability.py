@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from fhirlake import __version__
@@ -30,6 +31,12 @@ def _search_params(rtype: str) -> list[dict[str, Any]]:
 
 
 def capability_statement(base_url: str) -> dict[str, Any]:
+    """The statement for this base URL; built once a day per base (146 types and their parameters)."""
+    return _capability_statement(base_url, now_instant()[:10])
+
+
+@lru_cache(maxsize=8)
+def _capability_statement(base_url: str, day: str) -> dict[str, Any]:
     validate_op = {
         "name": "validate",
         "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
@@ -54,7 +61,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": now_instant()[:10],
+        "date": day,
         "publisher": "fhirlake",
         "kind": "instance",
         "software": {"name": "fhirlake", "version": __version__},

@@ -65,14 +65,22 @@ class LineImporter:
         self._references: dict[str, str | FhirError] = {}
 
     def run(self, lines: Iterable[Line], results: ChunkResults) -> None:
+        self.store_all(
+            (
+                self.prepare({"line": line.number, "byteOffset": line.offset}, line.data, results)
+                for line in lines
+                if line.data.strip()  # blank lines carry nothing (and are not counted)
+            ),
+            results,
+        )
+
+    def store_all(self, prepared: Iterable[_Pending | None], results: ChunkResults) -> None:
+        """Commit prepared resources in batches of BATCH; a resource seen twice starts a new batch
+        (one transaction cannot write one resource twice)."""
         pending: list[_Pending] = []
         keys: set[tuple[str, str]] = set()
         try:
-            for line in lines:
-                if not line.data.strip():
-                    continue  # blank lines carry nothing (and are not counted)
-                where = {"line": line.number, "byteOffset": line.offset}
-                ready = self.prepare(where, line.data, results)
+            for ready in prepared:
                 if ready is None:
                     continue
                 if (ready.type, ready.id) in keys or len(pending) >= BATCH:
@@ -223,18 +231,18 @@ def import_document(
     kind = document.get("type")
     entries = document.get("entry") if isinstance(document.get("entry"), list) else []
     if kind not in ("transaction", "batch"):
-        pending, keys = [], set()
-        for index, entry in enumerate(entries):
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            ready = importer.prepare({"entry": index}, None, results, parsed=resource)
-            if ready is None:
-                continue
-            if (ready.type, ready.id) in keys or len(pending) >= BATCH:
-                importer.commit(pending, results)
-                pending, keys = [], set()
-            pending.append(ready)
-            keys.add((ready.type, ready.id))
-        importer.commit(pending, results)
+        importer.store_all(
+            (
+                importer.prepare(
+                    {"entry": index},
+                    None,
+                    results,
+                    parsed=entry.get("resource") if isinstance(entry, dict) else None,
+                )
+                for index, entry in enumerate(entries)
+            ),
+            results,
+        )
         return
     processor = BundleProcessor(service, handle, keep_client_ids=True)
     request = Request(method="POST", path="/", headers={"prefer": "return=minimal"})

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from fhirlake.fhir.types import is_resource_type
+from fhirlake.search.normalize import normalize_string
 from fhirlake.search.query import Criterion
 from fhirlake.search.values import IndexValue
 
@@ -92,8 +93,6 @@ def driver_prefixes(criterion: Criterion) -> list[str] | None:
     prefixes: list[str] = []
     for value in criterion.values:
         if kind == "string":
-            from fhirlake.search.normalize import normalize_string
-
             prefixes.append(normalize_string(value.text or "")[:MAX_KEY_CHARS])
         elif kind == "token":
             if value.code is None:

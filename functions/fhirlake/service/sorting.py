@@ -17,6 +17,7 @@ import orjson
 
 from fhirlake.fhir.outcome import FhirError
 from fhirlake.persistence import StoredVersion
+from fhirlake.persistence.dynamodb import InvalidCursor
 from fhirlake.search.extract import parameter_values
 from fhirlake.search.parameters import SearchParameter, parameters
 from fhirlake.search.values import IndexValue
@@ -140,8 +141,6 @@ def page(
 def _from_position(position: list[Any], keys: list[SortKey]) -> tuple[Any, ...]:
     """The comparable key a cursor was made from (the inverse of ``_encodable``)."""
     if len(position) != len(keys) + 1:
-        from fhirlake.persistence.dynamodb import InvalidCursor
-
         raise InvalidCursor
     out: list[Any] = []
     for (flag, value), key in zip(position[:-1], keys, strict=True):
@@ -157,8 +156,6 @@ def _encode(position: list[Any], scope: str) -> str:
 
 
 def _decode(cursor: str, scope: str) -> list[Any]:
-    from fhirlake.persistence.dynamodb import InvalidCursor
-
     try:
         token = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, orjson.JSONDecodeError):
