@@ -7,8 +7,9 @@ between the cloud and a laptop. Nothing here talks to AWS.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 KeyType = Literal["S", "N", "B"]
 
@@ -62,11 +63,20 @@ class FunctionSpec:
     role: str
     handler: str  # "module.function" inside the functions/ asset
     purpose: str
-    # What invokes it: "http" (API Gateway), "queue:<role>" (SQS event source) or "stream" (table stream).
+    # What invokes it: "http" (API Gateway), "queue:<role>" (SQS event source), "stream" (table stream)
+    # or "schedule:<EventBridge expression>" (e.g. "schedule:rate(15 minutes)").
     trigger: str
     memory_mb: int = 1024
     timeout_seconds: int = 29
     env: tuple[str, ...] = field(default_factory=tuple)
+    # "http" functions: the path prefixes they serve; empty = every path not claimed by another function.
+    routes: tuple[str, ...] = ()
+    # Optional-dependency groups of pyproject.toml bundled with this function on top of the core
+    # dependencies (pyarrow alone is ~100 MB unzipped: only the functions that need it carry it).
+    extras: tuple[str, ...] = ()
+    # "stream" functions: a Lambda event filter pattern (applied by the event source mapping in AWS and
+    # by the local stream poller), so the function is invoked only for the records it consumes.
+    stream_filter: Mapping[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -115,7 +125,33 @@ LAKE_BUCKET = BucketSpec(
     "fhirlake-lake",
     "Analytics lake: one table per resource type, queried by Athena.",
 )
-BUCKETS = (LANDING_BUCKET, BLOB_BUCKET, RESULTS_BUCKET, LAKE_BUCKET)
+QUERY_RESULTS_BUCKET = BucketSpec(
+    "query-results",
+    "FHIRLAKE_QUERY_RESULTS_BUCKET",
+    "fhirlake-query-results",
+    "Athena query results of the analytics workgroup.",
+)
+BUCKETS = (LANDING_BUCKET, BLOB_BUCKET, RESULTS_BUCKET, LAKE_BUCKET, QUERY_RESULTS_BUCKET)
+
+
+# ---------------------------------------------------------------------------
+# Analytics catalog: the Glue database holding one table per resource type (+ views); Athena reads it
+# through one workgroup. Locally the same catalog lives in moto's Glue and DuckDB answers the SQL.
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CatalogSpec:
+    env_var: str
+    local_name: str
+    workgroup_env_var: str
+    local_workgroup: str
+
+
+ANALYTICS_CATALOG = CatalogSpec(
+    env_var="FHIRLAKE_GLUE_DATABASE",
+    local_name="fhirlake",
+    workgroup_env_var="FHIRLAKE_ATHENA_WORKGROUP",
+    local_workgroup="fhirlake",
+)
 
 # ---------------------------------------------------------------------------
 # Queues.
@@ -157,6 +193,57 @@ IMPORT_FUNCTION = FunctionSpec(
         IMPORT_QUEUE.env_var,
     ),
 )
+# The lake consumes new resource versions only (sk "v#..."): current-version copies, search entries and
+# job items never wake it up.
+LAKE_STREAM_FILTER: Mapping[str, Any] = {
+    "eventName": ["INSERT"],
+    "dynamodb": {"Keys": {"sk": {"S": [{"prefix": "v#"}]}}},
+}
+LAKE_FUNCTION = FunctionSpec(
+    role="lake",
+    handler="handlers.lake.handler",
+    purpose="Writes every new resource version from the table stream into the S3 lake (fhirlake.lake).",
+    trigger="stream",
+    memory_mb=1769,
+    timeout_seconds=300,
+    env=(
+        RESOURCE_TABLE.env_var,
+        BLOB_BUCKET.env_var,
+        LAKE_BUCKET.env_var,
+        ANALYTICS_CATALOG.env_var,
+    ),
+    extras=("lake",),
+    stream_filter=LAKE_STREAM_FILTER,
+)
+LAKE_MAINTENANCE_FUNCTION = FunctionSpec(
+    role="lake-maintenance",
+    handler="handlers.lake_maintenance.handler",
+    purpose="Compacts the lake's small files and keeps the catalog in step (fhirlake.lake).",
+    trigger="schedule:rate(15 minutes)",
+    memory_mb=3008,
+    timeout_seconds=900,
+    env=(LAKE_BUCKET.env_var, ANALYTICS_CATALOG.env_var),
+    extras=("lake",),
+)
+ANALYTICS_FUNCTION = FunctionSpec(
+    role="analytics",
+    handler="handlers.analytics.handler",
+    purpose="Analytics endpoints under /_analytics: SQL through Athena and disease-progression trends.",
+    trigger="http",
+    routes=("/_analytics",),
+    memory_mb=1769,
+    timeout_seconds=29,
+    env=(
+        RESOURCE_TABLE.env_var,
+        BLOB_BUCKET.env_var,
+        LAKE_BUCKET.env_var,
+        QUERY_RESULTS_BUCKET.env_var,
+        ANALYTICS_CATALOG.env_var,
+        ANALYTICS_CATALOG.workgroup_env_var,
+    ),
+    extras=("lake", "charts"),
+)
+ANALYTICS_FUNCTIONS = (LAKE_FUNCTION, LAKE_MAINTENANCE_FUNCTION, ANALYTICS_FUNCTION)
 FUNCTIONS = (API_FUNCTION, IMPORT_FUNCTION)
 
 # Non-resource settings read from the environment (see fhirlake.config).
@@ -164,3 +251,5 @@ ENV_TENANT = "FHIRLAKE_TENANT"
 ENV_VALIDATION_LEVEL = "FHIRLAKE_VALIDATION_LEVEL"
 ENV_MAX_BODY_BYTES = "FHIRLAKE_MAX_BODY_BYTES"
 ENV_BASE_URL = "FHIRLAKE_BASE_URL"
+# Which SQL engine answers analytics queries: "athena" (the default in AWS) or "duckdb" (local runtime).
+ENV_SQL_ENGINE = "FHIRLAKE_SQL_ENGINE"

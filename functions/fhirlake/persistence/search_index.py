@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from decimal import Decimal
 
 from fhirlake.fhir.types import is_resource_type
 from fhirlake.search.normalize import normalize_string
+from fhirlake.search.parameters import SearchParameter
 from fhirlake.search.query import Criterion
 from fhirlake.search.values import IndexValue
 
 KEY_END = "\x1f"  # between the indexed key and the id: sorts below every printable character
 PART = "\x1e"
+COMPONENT = "\x1d"  # between the component keys of a composite entry
 MAX_KEY_CHARS = 400  # DynamoDB sort keys are limited to 1 KB; long texts are indexed by their start
 HIGHEST = "\U0010ffff"
 _LITERAL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")  # as extract._LITERAL
@@ -66,8 +69,9 @@ def entry_key(value: IndexValue) -> str | None:
     elif kind in ("number", "quantity"):
         number = value.number if value.number is not None else value.number_low
         key = _sortable_number(number) if number is not None else None
-    else:  # composite: searched through its component parameters' own entries
-        key = None
+    else:  # composite: the components' keys in order, COMPONENT between them
+        keys = [entry_key(c) for c in value.components]
+        key = None if None in keys or not keys else COMPONENT.join(keys)  # type: ignore[arg-type]
     if key is None:
         return None
     return key[:MAX_KEY_CHARS].replace(KEY_END, " ")
@@ -90,6 +94,8 @@ def driver_prefixes(criterion: Criterion) -> list[str] | None:
     if criterion.modifier in ("not", "missing", "contains", "text", "of-type", "identifier", "above"):
         return None
     kind = criterion.param.type
+    if kind == "composite":
+        return _composite_prefixes(criterion)
     prefixes: list[str] = []
     for value in criterion.values:
         if kind == "string":
@@ -121,3 +127,20 @@ def driver_prefixes(criterion: Criterion) -> list[str] | None:
         else:
             return None
     return prefixes
+
+
+def _composite_prefixes(criterion: Criterion) -> list[str] | None:
+    """Composite entries start with their first component's key: narrow on it (token/reference/string/
+    uri first components), the first component's key then ending at COMPONENT instead of KEY_END."""
+    first = replace(criterion, param=_first_component(criterion.param), values=())
+    prefixes: list[str] = []
+    for value in criterion.values:
+        found = driver_prefixes(replace(first, values=(value.components[0],)))
+        if found is None:
+            return None
+        prefixes += [p[:-1] + COMPONENT if p.endswith(KEY_END) else p for p in found]
+    return prefixes
+
+
+def _first_component(param: SearchParameter) -> SearchParameter:
+    return replace(param, code=param.components[0][0], type=param.component_types[0], components=())

@@ -11,10 +11,12 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cache
 
 from fhirlake.fhir.outcome import FhirError, Issue
 from fhirlake.search.normalize import date_bounds, format_instant, normalize_string, number_bounds
 from fhirlake.search.parameters import SearchParameter, parameters, unsupported
+from fhirlake.search.terminology import subsumption, value_set_codes
 from fhirlake.search.values import IndexValue
 
 DEFAULT_COUNT = 50
@@ -22,23 +24,10 @@ MAX_COUNT = 1000
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # Result parameters fhirlake implements; others are refused (501) rather than silently ignored.
 RESULT_PARAMETERS = {"_count", "_total", "_format", "_pretty", "_cursor", "_summary", "_elements"}
-NOT_YET = {
-    "_include",
-    "_revinclude",
-    "_sort",
-    "_has",
-    "_contained",
-    "_containedType",
-    "_list",
-    "_filter",
-    "_query",
-    "_text",
-    "_content",
-    "_type",
-}
+NOT_YET = {"_contained", "_containedType", "_list", "_filter", "_query", "_text", "_content"}
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
-    "token": {"text", "not", "of-type", "missing"},
+    "token": {"text", "not", "of-type", "missing", "in", "not-in", "above", "below"},
     "reference": {"identifier", "missing"},  # plus :{Type}
     "date": {"missing"},
     "number": {"missing"},
@@ -47,6 +36,7 @@ MODIFIERS = {
 }
 _SPLIT_COMMA = re.compile(r"(?<!\\),")
 _SPLIT_PIPE = re.compile(r"(?<!\\)\|")
+_SPLIT_DOLLAR = re.compile(r"(?<!\\)\$")
 
 
 def _unescape(text: str) -> str:
@@ -70,6 +60,9 @@ class SearchValue:
     number: Decimal | None = None
     number_low: Decimal | None = None
     number_high: Decimal | None = None
+    # token :in/:not-in/:above/:below: the (system, code) pairs the value stands for
+    codes: frozenset[tuple[str, str]] | None = None
+    components: tuple[SearchValue, ...] = ()  # composite: one value per component, in definition order
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +110,8 @@ def parse_search(
             if base_name != "_cursor":
                 request.link_params.append((name, value))
             continue
+        if base_name == "_type":
+            raise FhirError.of(400, "value", "_type is a parameter of system-level search ([base]?_type=...)")
         if base_name in NOT_YET or "." in base_name or base_name in unsupported(resource_type):
             raise FhirError.of(501, "not-supported", f"Search parameter '{base_name}' is not supported yet")
         param = known.get(base_name)
@@ -126,10 +121,6 @@ def parse_search(
                 raise FhirError.of(400, "not-found", message)
             request.warnings.append(Issue("warning", "not-found", message + " (ignored)"))
             continue
-        if param.type == "composite":
-            raise FhirError.of(
-                501, "not-supported", f"Composite parameter '{base_name}' is not supported yet"
-            )
         request.criteria.append(_criterion(resource_type, param, modifier or None, value, base_url))
         request.link_params.append((name, value))
     return request
@@ -160,7 +151,7 @@ def _criterion(
     allowed = MODIFIERS.get(param.type, {"missing"})
     type_modifier = param.type == "reference" and modifier is not None and modifier[:1].isupper()
     if modifier is not None and modifier not in allowed and not type_modifier:
-        if modifier in ("in", "not-in", "above", "below", "iterate"):
+        if modifier == "iterate":
             raise FhirError.of(
                 501, "not-supported", f"Modifier :{modifier} is not supported yet on {param.code}"
             )
@@ -191,6 +182,8 @@ def _split_prefix(param: SearchParameter, raw: str) -> tuple[str, str]:
 
 def _value(param: SearchParameter, modifier: str | None, raw: str, base_url: str) -> SearchValue:
     kind = param.type
+    if kind == "composite":
+        return _composite_value(param, raw, base_url)
     if kind == "string":
         return SearchValue(
             raw, text=normalize_string(_unescape(raw)) if modifier != "exact" else _unescape(raw)
@@ -200,7 +193,12 @@ def _value(param: SearchParameter, modifier: str | None, raw: str, base_url: str
     if kind == "token":
         if modifier == "text":
             return SearchValue(raw, text=normalize_string(_unescape(raw)))
+        if modifier in ("in", "not-in"):  # the value set's canonical URL (a "|version" is part of it)
+            return SearchValue(raw, codes=value_set_codes(_unescape(raw)))
         parts = [_unescape(p) for p in _SPLIT_PIPE.split(raw)]
+        if modifier in ("above", "below") and len(parts) <= 2:
+            system = parts[0] or None if len(parts) == 2 else None
+            return SearchValue(raw, codes=subsumption(system, parts[-1], below=modifier == "below"))
         if modifier == "of-type":
             if len(parts) != 3:
                 raise ValueError("expected system|code|value")
@@ -256,6 +254,30 @@ def _value(param: SearchParameter, modifier: str | None, raw: str, base_url: str
     raise ValueError(f"parameters of type {kind} are not searchable")
 
 
+@cache
+def _component_parameters(param: SearchParameter) -> tuple[SearchParameter, ...]:
+    """The component parameters of a composite, as parameters of their own type (for parsing)."""
+    return tuple(
+        SearchParameter(code=code, type=ctype, url="", expression=expression, base=param.base)
+        for (code, expression), ctype in zip(param.components, param.component_types, strict=True)
+    )
+
+
+def _composite_value(param: SearchParameter, raw: str, base_url: str) -> SearchValue:
+    """``token$quantity`` (search.html#composite): one value per component, '$' between them; each is
+    written as for its own type (prefixes on a date/number/quantity component)."""
+    parts = _SPLIT_DOLLAR.split(raw)
+    components = _component_parameters(param)
+    if len(parts) != len(components):
+        raise ValueError(f"expected {len(components)} components separated by '$'")
+    if any(p == "" for p in parts):
+        raise ValueError("a component has no value")
+    return SearchValue(
+        raw,
+        components=tuple(_value(c, None, part, base_url) for c, part in zip(components, parts, strict=True)),
+    )
+
+
 # -- matching ------------------------------------------------------------------------------------------
 def matches(criterion: Criterion, values: list[IndexValue]) -> bool:
     """Whether a resource whose values for ``criterion.code`` are ``values`` satisfies it."""
@@ -264,6 +286,10 @@ def matches(criterion: Criterion, values: list[IndexValue]) -> bool:
         return (not values) == missing
     if criterion.modifier == "not":  # token :not — none of the values match any of the codes
         return not any(_token(v, sv, None) for v in values for sv in criterion.values)
+    if criterion.modifier == "not-in":  # none of the values is in any of the value sets
+        return not any(_token(v, sv, "in") for v in values for sv in criterion.values)
+    if criterion.param.type == "composite":
+        return any(_composite(v, sv) for sv in criterion.values for v in values)
     test = _TESTS[criterion.param.type]
     return any(test(v, sv, criterion.modifier) for sv in criterion.values for v in values)
 
@@ -281,6 +307,8 @@ def _token(v: IndexValue, sv: SearchValue, modifier: str | None) -> bool:
         return v.text is not None and sv.text is not None and v.text.startswith(sv.text)
     if modifier == "of-type":
         return (v.type_system, v.type_code, v.code_value) == (sv.type_system, sv.type_code, sv.code)
+    if sv.codes is not None:  # :in, :above, :below: a code of the value set / hierarchy
+        return v.code_value is not None and (v.system or "", v.code_value) in sv.codes
     if sv.system is not None:  # "system|code", "|code" (no system), "system|" (any code)
         if (v.system or "") != sv.system:
             return False
@@ -371,6 +399,13 @@ def _number(v: IndexValue, sv: SearchValue, modifier: str | None) -> bool:
         return t_low is not None and t_low <= n
     margin = abs(n) * Decimal("0.1")  # ap: within 10 %
     return t_low is not None and t_high is not None and t_low <= n + margin and t_high >= n - margin
+
+
+def _composite(v: IndexValue, sv: SearchValue) -> bool:
+    """Every component matches, on the same element: the components of one composite IndexValue."""
+    return len(v.components) == len(sv.components) and all(
+        _TESTS[c.type](c, s, None) for c, s in zip(v.components, sv.components, strict=True)
+    )
 
 
 _TESTS = {
