@@ -1,6 +1,8 @@
-"""HTTP on 127.0.0.1 -> API Gateway REST proxy events -> the api Lambda handler.
+"""HTTP on 127.0.0.1 -> API Gateway REST proxy events -> the Lambda handler serving the path.
 
-Only the transport is emulated; the handler, and everything behind it, is the deployed code.
+Only the transport is emulated; the handlers, and everything behind them, are the deployed code. As
+API Gateway does, a path goes to the function whose route prefix claims it (``FunctionSpec.routes``),
+and everything else to the default function (the FHIR API).
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,8 +26,25 @@ LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 API_GATEWAY_PAYLOAD_LIMIT = 10 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class Route:
+    """One Lambda function behind the front: ``prefix`` "" is the default (the ``/{proxy+}`` resource)."""
+
+    prefix: str
+    handler: LambdaHandler
+    function_name: str
+    timeout_seconds: int = 29
+
+    def claims(self, path: str) -> bool:
+        return not self.prefix or path == self.prefix or path.startswith(self.prefix + "/")
+
+    @property
+    def resource(self) -> str:
+        return f"{self.prefix}/{{proxy+}}"
+
+
 def build_event(
-    method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str
+    method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str, route_prefix: str = ""
 ) -> dict[str, Any]:
     split = urlsplit(raw_path)
     path = split.path or "/"
@@ -41,9 +61,10 @@ def build_event(
 
         text, is_b64 = base64.b64encode(body).decode(), True
     now = datetime.now(UTC)
-    proxy = path.lstrip("/")
+    proxy = path[len(route_prefix) :].lstrip("/")
+    resource = f"{route_prefix}/{{proxy+}}" if proxy else (route_prefix or "/")
     return {
-        "resource": "/{proxy+}" if proxy else "/",
+        "resource": resource,
         "path": path,
         "httpMethod": method,
         "headers": {k: v[-1] for k, v in multi_headers.items()},
@@ -53,7 +74,7 @@ def build_event(
         "pathParameters": {"proxy": proxy} if proxy else None,
         "stageVariables": None,
         "requestContext": {
-            "resourcePath": "/{proxy+}" if proxy else "/",
+            "resourcePath": resource,
             "httpMethod": method,
             "path": path,
             "stage": "local",
@@ -95,9 +116,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         headers = {k: v for k, v in self.headers.items()}
         headers.setdefault("X-Forwarded-Proto", "http")  # API Gateway sets https
-        event = build_event(self.command, self.path, headers, body, self.client_address[0])
-        context = LocalLambdaContext(function_name="fhirlake-api", timeout_seconds=29)
-        result = self.server.lambda_handler(event, context)
+        route = self.server.route_for(urlsplit(self.path).path or "/")
+        event = build_event(self.command, self.path, headers, body, self.client_address[0], route.prefix)
+        context = LocalLambdaContext(function_name=route.function_name, timeout_seconds=route.timeout_seconds)
+        result = route.handler(event, context)
         payload = result.get("body") or ""
         if result.get("isBase64Encoded"):
             import base64
@@ -130,10 +152,14 @@ class _FrontServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], lambda_handler: LambdaHandler, access_log: bool) -> None:
+    def __init__(self, address: tuple[str, int], routes: Sequence[Route], access_log: bool) -> None:
         super().__init__(address, _Handler)
-        self.lambda_handler = lambda_handler
+        # Longest prefix first, so the default route ("") comes last.
+        self.routes = sorted(routes, key=lambda route: len(route.prefix), reverse=True)
         self.access_log = access_log
+
+    def route_for(self, path: str) -> Route:
+        return next(route for route in self.routes if route.claims(path))
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up mid-request is routine; anything else is worth a traceback.
@@ -144,12 +170,16 @@ class _FrontServer(ThreadingHTTPServer):
 class HttpFront:
     def __init__(
         self,
-        lambda_handler: LambdaHandler,
+        routes: LambdaHandler | Sequence[Route],
         host: str = "127.0.0.1",
         port: int = 8080,
         access_log: bool = False,
     ) -> None:
-        self._server = _FrontServer((host, port), lambda_handler, access_log)
+        if callable(routes):  # one function serves every path
+            routes = [Route("", routes, "fhirlake-api")]
+        if not any(route.prefix == "" for route in routes):
+            raise ValueError("one route must be the default (prefix '')")
+        self._server = _FrontServer((host, port), routes, access_log)
         self._thread = threading.Thread(target=self._server.serve_forever, name="fhirlake-http", daemon=True)
 
     @property

@@ -22,11 +22,19 @@ class Provisioned:
     buckets: dict[str, str]  # role -> bucket name
     queue_urls: dict[str, str]  # role -> queue URL
     dead_letter_urls: dict[str, str]
+    glue_database: str
 
     def environment(self) -> dict[str, str]:
         env = {topology.RESOURCE_TABLE.env_var: self.table_name}
         env |= {spec.env_var: self.buckets[spec.role] for spec in topology.BUCKETS}
         env |= {spec.env_var: self.queue_urls[spec.role] for spec in topology.QUEUES}
+        catalog = topology.ANALYTICS_CATALOG
+        env |= {
+            catalog.env_var: self.glue_database,
+            catalog.workgroup_env_var: catalog.local_workgroup,
+            # Athena never executes SQL in moto: DuckDB answers it over the same lake and catalog.
+            topology.ENV_SQL_ENGINE: "duckdb",
+        }
         return env
 
 
@@ -118,6 +126,12 @@ def provision(session: boto3.Session, endpoint_url: str) -> Provisioned:
             "QueueConfigurations": [{"QueueArn": import_arn, "Events": ["s3:ObjectCreated:*"]}]
         },
     )
+    # The analytics catalog; the lake function registers one table per resource type as data arrives.
+    catalog = topology.ANALYTICS_CATALOG
+    client("glue").create_database(
+        DatabaseInput={"Name": catalog.local_name, "Description": "fhirlake analytics lake (local)"}
+    )
+
     return Provisioned(
         kms_key_id=key_id,
         table_name=table.local_name,
@@ -125,4 +139,5 @@ def provision(session: boto3.Session, endpoint_url: str) -> Provisioned:
         buckets=buckets,
         queue_urls=queue_urls,
         dead_letter_urls=dead_letter_urls,
+        glue_database=catalog.local_name,
     )

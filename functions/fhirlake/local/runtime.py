@@ -18,8 +18,8 @@ from typing import Any
 import boto3
 
 from fhirlake import topology
-from fhirlake.local.dispatcher import SqsPoller, StreamPoller
-from fhirlake.local.http_front import HttpFront
+from fhirlake.local.dispatcher import ScheduledInvoker, SqsPoller, StreamPoller
+from fhirlake.local.http_front import HttpFront, Route
 from fhirlake.local.moto_server import MotoServer
 from fhirlake.local.provision import Provisioned, provision
 
@@ -54,7 +54,8 @@ class LocalRuntime:
         self._access_log = access_log
         self._moto: MotoServer | None = None
         self._front: HttpFront | None = None
-        self._pollers: list[SqsPoller | StreamPoller] = []
+        self._pollers: list[SqsPoller | StreamPoller | ScheduledInvoker] = []
+        self.schedules: dict[str, ScheduledInvoker] = {}  # role -> invoker (tests run them on demand)
         self.resources: Provisioned | None = None
 
     @property
@@ -101,12 +102,17 @@ class LocalRuntime:
 
     def _start_functions(self) -> None:
         assert self.resources is not None
+        routes: list[Route] = []
         for function in topology.FUNCTIONS:
             handler = load_handler(function.handler)
+            name = f"fhirlake-{function.role}"
             kind, _, target = function.trigger.partition(":")
             if kind == "http":
-                self._front = HttpFront(handler, self._host, self._port, self._access_log)
-                self._front.start()
+                prefixes = function.routes or ("",)  # no routes: the default for every other path
+                routes += [Route(prefix, handler, name, function.timeout_seconds) for prefix in prefixes]
+            elif kind == "schedule":
+                self.schedules[function.role] = ScheduledInvoker(handler, name, target, LOCAL_REGION)
+                self._pollers.append(self.schedules[function.role])
             elif kind == "queue":
                 sqs = self.client("sqs")
                 url = self.resources.queue_urls[target]
@@ -122,8 +128,11 @@ class LocalRuntime:
                         handler,
                         function.role,
                         region=LOCAL_REGION,
+                        event_filter=function.stream_filter,
                     )
                 )
+        self._front = HttpFront(routes, self._host, self._port, self._access_log)
+        self._front.start()
         for poller in self._pollers:
             poller.start()
 
