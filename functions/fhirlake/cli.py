@@ -3,6 +3,7 @@
 fhirlake serve                   start the embedded data store (make run)
 fhirlake import PATH... [--wait] import NDJSON / Bundle files into the running store (bulk import)
 fhirlake invoke api EVENT.json   run a Lambda handler on a sample event against the embedded store
+fhirlake view run VIEW INPUT...  run a SQL on FHIR v2 ViewDefinition over NDJSON / Bundle files
 """
 
 from __future__ import annotations
@@ -207,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     p_invoke.add_argument("function", help="function role, e.g. api")
     p_invoke.add_argument("event", help="path to a Lambda event JSON file (see events/)")
     p_invoke.set_defaults(func=invoke)
+
+    from fhirlake.views import cli as views_cli
+
+    views_cli.register(commands)
 
     args = parser.parse_args(argv)
     return args.func(args)
