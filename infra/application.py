@@ -8,6 +8,7 @@ from typing import Any
 
 from aws_cdk import App, Aspects, Environment, Tags
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks
+from fhirlake import topology
 
 from infra.config import Config, load_config
 from infra.stacks import ApiStack, DataStack
@@ -20,12 +21,14 @@ def build_app(
     environ: Mapping[str, str] | None = None,
     *,
     nag: bool = True,
+    functions: tuple[topology.FunctionSpec, ...] | None = None,
     **app_options: Any,
 ) -> App:
     """Create the App with both stacks and the cdk-nag packs applied (not yet synthesized).
 
     ``context`` adds to what the CLI passes (tests pass cdk.json's context here); ``environ`` is where
-    CDK_DEFAULT_ACCOUNT/CDK_DEFAULT_REGION are read (``os.environ`` by default).
+    CDK_DEFAULT_ACCOUNT/CDK_DEFAULT_REGION are read (``os.environ`` by default); ``functions`` replaces
+    ``topology.FUNCTIONS`` (tests deploy functions before the topology lists them).
     """
     app = App(context=dict(context or {}), **app_options)
     config = load_config(app.node.try_get_context, os.environ if environ is None else environ)
@@ -33,17 +36,19 @@ def build_app(
         # -c bundling=skip: stage the functions/ folder as is, run no bundler (fast, offline synth for
         # tests and reviews; the resulting assembly is not deployable).
         app.node.set_context(BUNDLING_STACKS, [])
-    add_stacks(app, config)
+    add_stacks(app, config, functions)
     if nag:
         Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
         Aspects.of(app).add(HIPAASecurityChecks(verbose=True))
     return app
 
 
-def add_stacks(app: App, config: Config) -> tuple[DataStack, ApiStack]:
+def add_stacks(
+    app: App, config: Config, functions: tuple[topology.FunctionSpec, ...] | None = None
+) -> tuple[DataStack, ApiStack]:
     env = Environment(account=config.account, region=config.region)
     data = DataStack(app, config.stack_name("data"), config=config, env=env)
-    api = ApiStack(app, config.stack_name("api"), config=config, data=data, env=env)
+    api = ApiStack(app, config.stack_name("api"), config=config, data=data, specs=functions, env=env)
     for stack in (data, api):
         Tags.of(stack).add("project", "fhirlake")
         Tags.of(stack).add("fhirlake:stage", config.stage)

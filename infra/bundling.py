@@ -1,9 +1,11 @@
-"""Docker-free bundling of the Lambda asset.
+"""Docker-free bundling of the Lambda assets.
 
-The asset is the ``functions/`` folder (the ``fhirlake`` package and the thin ``handlers/``) plus the
-runtime dependencies of ``pyproject.toml`` ``[project] dependencies``, installed as manylinux
-aarch64 / CPython 3.13 wheels with ``pip install --platform ...``: pip never runs a build, so what
-lands in the asset is exactly what PyPI publishes for the Lambda platform, on any host OS/arch.
+An asset is the ``functions/`` folder (the ``fhirlake`` package and the thin ``handlers/``) plus the
+runtime dependencies of ``pyproject.toml`` ``[project] dependencies`` and the optional-dependency
+groups the function's ``FunctionSpec.extras`` names (:class:`LambdaAssets`: one asset per distinct
+set), installed as manylinux aarch64 / CPython 3.13 wheels with ``pip install --platform ...``: pip
+never runs a build, so what lands in the asset is exactly what PyPI publishes for the Lambda platform,
+on any host OS/arch. An asset above Lambda's unzipped size limit fails the bundling (not the deploy).
 
 If this local bundling fails the error propagates and synth stops. :class:`LocalPipBundling` never
 returns ``False``, because that would make the CDK fall back to Docker bundling, which is not what
@@ -42,6 +44,10 @@ PIP_PYTHON_VERSION = "3.13"  # must match LAMBDA_RUNTIME
 # runtime's, remove the name from this set and it is bundled like any other dependency.
 PROVIDED_BY_RUNTIME = frozenset({"boto3", "botocore", "s3transfer"})
 
+# Lambda rejects a function whose unzipped code is larger than this (250 MB); checked after bundling so
+# that synth fails with the largest contributors listed, instead of the deployment failing later.
+LAMBDA_UNZIPPED_LIMIT_BYTES = 262_144_000
+
 # Never part of the asset: build/test leftovers of the source tree.
 EXCLUDE = ("**/__pycache__", "**/*.pyc", "*.egg-info", "**/.pytest_cache", "**/.DS_Store")
 
@@ -52,12 +58,19 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def runtime_requirements(pyproject: Path = PYPROJECT) -> list[str]:
-    """The ``[project] dependencies`` of pyproject.toml, minus what the Lambda runtime provides."""
+def runtime_requirements(pyproject: Path = PYPROJECT, extras: Sequence[str] = ()) -> list[str]:
+    """``[project] dependencies`` plus the named ``[project.optional-dependencies]`` groups of
+    pyproject.toml, in that order, without duplicates and without what the Lambda runtime provides.
+    """
     with pyproject.open("rb") as handle:
-        deps = tomllib.load(handle)["project"]["dependencies"]
+        project = tomllib.load(handle)["project"]
+    optional = project.get("optional-dependencies", {})
+    unknown = sorted(set(extras) - set(optional))
+    if unknown:
+        raise ValueError(f"unknown optional-dependency group(s) {unknown} (not in {pyproject})")
+    deps = [*project["dependencies"], *(r for extra in sorted(set(extras)) for r in optional[extra])]
     kept = []
-    for requirement in deps:
+    for requirement in dict.fromkeys(deps):
         match = _REQ_NAME.match(requirement)
         if match is None:
             raise ValueError(f"cannot read the package name of dependency {requirement!r} in {pyproject}")
@@ -124,20 +137,42 @@ class LocalPipBundling:
                         f"pip failed with exit code {result.returncode}: {' '.join(command)}\n"
                         f"{result.stdout}\n{result.stderr}"
                     )
+            size = check_unzipped_size(out, self.requirements)
         except BundlingError:
             raise
         except Exception as error:  # copying failed, pip missing, ...
             raise BundlingError(f"local bundling of {self.source_dir} failed: {error!r}") from error
         print(
             f"fhirlake: bundled {self.source_dir.name}/ + {len(self.requirements)} dependencies "
-            f"locally in {time.monotonic() - started:.1f}s",
+            f"locally in {time.monotonic() - started:.1f}s ({size / 1e6:.1f} MB unzipped)",
             file=sys.stderr,
         )
         return True  # never False: that would fall back to Docker
 
 
+def _tree_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file() and not item.is_symlink())
+
+
+def check_unzipped_size(asset_dir: Path, requirements: Sequence[str]) -> int:
+    """The asset's unzipped size in bytes; :class:`BundlingError` above Lambda's limit."""
+    sizes = {entry.name: _tree_bytes(entry) for entry in asset_dir.iterdir()}
+    total = sum(sizes.values())
+    if total > LAMBDA_UNZIPPED_LIMIT_BYTES:
+        largest = sorted(sizes.items(), key=lambda item: -item[1])[:6]
+        raise BundlingError(
+            f"the Lambda asset with {', '.join(requirements) or 'no dependencies'} is {total / 1e6:.1f} MB "
+            f"unzipped, above Lambda's limit of {LAMBDA_UNZIPPED_LIMIT_BYTES / 1e6:.1f} MB; largest: "
+            + ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in largest)
+            + ". Bundle fewer optional-dependency groups with this function (FunctionSpec.extras)."
+        )
+    return total
+
+
 def lambda_code(source_dir: Path = FUNCTIONS_DIR, requirements: Sequence[str] | None = None) -> lambda_.Code:
-    """The asset of every fhirlake Lambda function (one asset, bundled once, shared by all functions).
+    """One Lambda asset: ``source_dir`` + ``requirements`` (default: the core runtime requirements).
 
     The asset hash covers the source files and the bundling options; the pip command below lists the
     requirements, so changing a dependency in pyproject.toml changes the hash and re-bundles. (The
@@ -155,3 +190,33 @@ def lambda_code(source_dir: Path = FUNCTIONS_DIR, requirements: Sequence[str] | 
             local=LocalPipBundling(source_dir, requirements),
         ),
     )
+
+
+class LambdaAssets:
+    """The code asset of each function: one asset per distinct requirement set, bundled once.
+
+    A function gets the core dependencies plus the optional-dependency groups its
+    ``FunctionSpec.extras`` names, so the api and import functions keep the small core asset while the
+    analytics functions carry pyarrow/matplotlib. Functions asking for the same set share one asset
+    (one bundling run, one upload).
+    """
+
+    def __init__(
+        self,
+        source_dir: Path = FUNCTIONS_DIR,
+        pyproject: Path = PYPROJECT,
+        make_code: Callable[[Path, Sequence[str]], lambda_.Code] = lambda_code,
+    ) -> None:
+        self.source_dir = source_dir
+        self.pyproject = pyproject
+        self._make_code = make_code
+        self._codes: dict[tuple[str, ...], lambda_.Code] = {}
+
+    def requirements(self, extras: Sequence[str] = ()) -> tuple[str, ...]:
+        return tuple(runtime_requirements(self.pyproject, extras))
+
+    def code(self, extras: Sequence[str] = ()) -> lambda_.Code:
+        requirements = self.requirements(extras)
+        if requirements not in self._codes:
+            self._codes[requirements] = self._make_code(self.source_dir, requirements)
+        return self._codes[requirements]

@@ -48,16 +48,25 @@ DEFAULTS: dict[str, Any] = {
     "logRetentionDays": 365,
     "resultsExpirationDays": 90,
     "bundling": "local",
+    "analyticsDatabase": None,
+    "athenaScanLimitGb": 10,
+    "queryResultsExpirationDays": 30,
+    "lakeNoncurrentVersionDays": 7,
 }
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+# Athena/Glue database names: lowercase letters, digits and underscores (Athena lower-cases anything else
+# and a hyphen needs quoting in every query).
+_DATABASE = re.compile(r"^[a-z][a-z0-9_]{0,254}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # API Gateway rejects request payloads above 10 MB before the Lambda sees them; the Lambda enforces
 # the (smaller) configurable FHIRLAKE_MAX_BODY_BYTES itself. Lambda's own synchronous payload limit
 # is 6 MB (request and response, after base64), so anything above ~6 MB could never arrive anyway.
 API_GATEWAY_MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 LAMBDA_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
+# athenaScanLimitGb counts decimal gigabytes, the unit Athena bills in (per TB scanned).
+BYTES_PER_GB = 10**9
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,10 @@ class Config:
     log_retention_days: int
     results_expiration_days: int
     bundling: str  # "local" | "skip"
+    analytics_database: str  # Glue database of the lake (Athena queries it)
+    athena_scan_limit_gb: int  # per-query bytes-scanned cutoff of the workgroup
+    query_results_expiration_days: int
+    lake_noncurrent_version_days: int
 
     @property
     def retain(self) -> bool:
@@ -89,6 +102,15 @@ class Config:
 
     def stack_name(self, suffix: str) -> str:
         return f"{self.stack_prefix}-{self.stage}-{suffix}"
+
+    @property
+    def resource_name(self) -> str:
+        """``<stackPrefix>-<stage>``: the name of per-deployment resources (API, dashboard, workgroup)."""
+        return f"{self.stack_prefix}-{self.stage}"
+
+    @property
+    def athena_scan_limit_bytes(self) -> int:
+        return self.athena_scan_limit_gb * BYTES_PER_GB
 
 
 def load_config(context: Callable[[str], Any] | Mapping[str, Any], environ: Mapping[str, str]) -> Config:
@@ -134,9 +156,10 @@ def load_config(context: Callable[[str], Any] | Mapping[str, Any], environ: Mapp
     if email is not None and not _EMAIL.match(str(email)):
         raise ConfigError(f"alarmEmail={email!r} is not an e-mail address")
     reserved = value("reservedConcurrency")
+    prefix, stage = _name("stackPrefix", value("stackPrefix")), _name("stage", value("stage"))
     return Config(
-        stack_prefix=_name("stackPrefix", value("stackPrefix")),
-        stage=_name("stage", value("stage")),
+        stack_prefix=prefix,
+        stage=stage,
         account=environ.get("CDK_DEFAULT_ACCOUNT") or None,
         region=region,
         allowed_regions=allowed,
@@ -151,6 +174,14 @@ def load_config(context: Callable[[str], Any] | Mapping[str, Any], environ: Mapp
         log_retention_days=retention,
         results_expiration_days=_int("resultsExpirationDays", value("resultsExpirationDays"), minimum=1),
         bundling=_choice("bundling", value("bundling"), ("local", "skip")),
+        analytics_database=_database(value("analyticsDatabase") or f"{prefix}_{stage}".replace("-", "_")),
+        athena_scan_limit_gb=_int("athenaScanLimitGb", value("athenaScanLimitGb"), minimum=1),
+        query_results_expiration_days=_int(
+            "queryResultsExpirationDays", value("queryResultsExpirationDays"), minimum=1
+        ),
+        lake_noncurrent_version_days=_int(
+            "lakeNoncurrentVersionDays", value("lakeNoncurrentVersionDays"), minimum=1
+        ),
     )
 
 
@@ -177,6 +208,16 @@ def _name(key: str, raw: Any) -> str:
     if not _NAME.match(text):
         raise ConfigError(
             f"{key}={text!r}: use 1-20 lowercase letters, digits or '-', starting with a letter"
+        )
+    return text
+
+
+def _database(raw: Any) -> str:
+    text = str(raw).strip()
+    if not _DATABASE.match(text):
+        raise ConfigError(
+            f"analyticsDatabase={text!r}: use lowercase letters, digits or '_', starting with a letter "
+            "(at most 255 characters)"
         )
     return text
 

@@ -222,7 +222,8 @@ LAKE_MAINTENANCE_FUNCTION = FunctionSpec(
     trigger="schedule:rate(15 minutes)",
     memory_mb=3008,
     timeout_seconds=900,
-    env=(LAKE_BUCKET.env_var, ANALYTICS_CATALOG.env_var),
+    # The table and blob bucket: `fhirlake lake backfill` rebuilds the lake from the table.
+    env=(RESOURCE_TABLE.env_var, BLOB_BUCKET.env_var, LAKE_BUCKET.env_var, ANALYTICS_CATALOG.env_var),
     extras=("lake",),
 )
 ANALYTICS_FUNCTION = FunctionSpec(
@@ -241,7 +242,9 @@ ANALYTICS_FUNCTION = FunctionSpec(
         ANALYTICS_CATALOG.env_var,
         ANALYTICS_CATALOG.workgroup_env_var,
     ),
-    extras=("lake", "charts"),
+    # Athena answers its SQL in the cloud, so no pyarrow: with matplotlib it would pass Lambda's 250 MB
+    # unzipped limit (core + pyarrow + matplotlib is ~284 MB).
+    extras=("charts",),
 )
 ANALYTICS_FUNCTIONS = (LAKE_FUNCTION, LAKE_MAINTENANCE_FUNCTION, ANALYTICS_FUNCTION)
 FUNCTIONS = (API_FUNCTION, IMPORT_FUNCTION)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
@@ -65,6 +66,10 @@ def _outcome_template(code: str) -> str:
 class FhirApi(Construct):
     """REST API, ``ANY /`` and ``ANY /{proxy+}`` -> Lambda proxy, AWS_IAM (SigV4) on every method.
 
+    ``routes`` hands path prefixes to other functions: ``{"/_analytics": f}`` adds ``ANY /_analytics``
+    and ``ANY /_analytics/{proxy+}`` proxied to ``f`` (API Gateway prefers the more specific resource
+    over the root's greedy ``{proxy+}``); ``function`` serves everything else.
+
     Payloads: API Gateway rejects request bodies above 10 MB (413, answered as an OperationOutcome
     here); the Lambda enforces the smaller configurable limit (``FHIRLAKE_MAX_BODY_BYTES``, default
     5 MiB) itself, and Lambda's own 6 MB synchronous payload limit applies in between.
@@ -77,6 +82,7 @@ class FhirApi(Construct):
         construct_id: str,
         *,
         function: lambda_.IFunction,
+        routes: Mapping[str, lambda_.IFunction] | None = None,
         key: kms.IKey,
         api_name: str,
         stage_name: str,
@@ -115,9 +121,9 @@ class FhirApi(Construct):
                 throttling_burst_limit=throttle_burst,
             ),
         )
-        integration = apigw.LambdaIntegration(function, proxy=True, allow_test_invoke=False)
-        self.api.root.add_method("ANY", integration)
-        self.api.root.add_proxy(default_integration=integration, any_method=True)
+        self._proxy(self.api.root, function)
+        for path, routed in (routes or {}).items():
+            self._proxy(self.api.root.resource_for_path(path.strip("/")), routed)
         for response_type, code in _OUTCOME_CODES.items():
             template = _outcome_template(code)
             self.api.add_gateway_response(
@@ -139,6 +145,13 @@ class FhirApi(Construct):
         )
         self.api.deployment_stage.node.add_dependency(self.execution_logs)
         self._suppressions()
+
+    @staticmethod
+    def _proxy(resource: apigw.IResource, function: lambda_.IFunction) -> None:
+        """``ANY <resource>`` and ``ANY <resource>/{proxy+}`` -> ``function`` (Lambda proxy integration)."""
+        integration = apigw.LambdaIntegration(function, proxy=True, allow_test_invoke=False)
+        resource.add_method("ANY", integration)
+        resource.add_proxy(default_integration=integration, any_method=True)
 
     def _suppressions(self) -> None:
         suppress(

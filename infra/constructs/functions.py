@@ -18,18 +18,10 @@ from fhirlake import topology
 
 from infra import bundling
 from infra.config import LOG_RETENTION_DAYS
+from infra.constructs import pascal
+from infra.constructs.analytics import AnalyticsCatalog
+from infra.constructs.triggers import FAILURE_HANDLING, parse_trigger
 from infra.nag import regex, suppress
-
-# How each function is invoked. A synchronous function returns its errors to the caller, so a Lambda
-# dead-letter queue / on-failure destination (async invocations only) would never receive anything.
-# A function added to topology.FUNCTIONS must be listed here (synth fails otherwise): an SQS-driven
-# function relies on its source queue's redrive policy (the queue's DLQ), not on a Lambda DLQ.
-INVOCATION = {
-    topology.API_FUNCTION.role: "synchronous (API Gateway Lambda proxy integration)",
-    topology.IMPORT_FUNCTION.role: "by the SQS event source of the import queue (poll-based, not "
-    "asynchronous): a failed message returns to the queue and, after maxReceiveCount attempts, lands in "
-    "the import queue's own dead-letter queue, which is alarmed",
-}
 
 # Exactly what the handlers do; no Scan, no stream reads, no DescribeTable. Transactions need the
 # per-item actions (TransactWriteItems = Put/Update/Delete/ConditionCheck, TransactGetItems = GetItem).
@@ -43,11 +35,29 @@ TABLE_ACTIONS = (
     "dynamodb:BatchWriteItem",
     "dynamodb:ConditionCheckItem",
 )
+READ_TABLE_ACTIONS = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
+# Per-function table access where a function needs other than TABLE_ACTIONS: the lake consumes the
+# table's stream (read access granted by its event source mapping) and never touches items; analytics
+# reads resources (patient trends go through the service layer) and never writes; lake maintenance
+# only reads the table to rebuild the lake from it (backfill: a Scan of the version items), once its
+# spec names the table.
+TABLE_ACCESS = {
+    topology.LAKE_FUNCTION.role: (),
+    topology.ANALYTICS_FUNCTION.role: READ_TABLE_ACTIONS,
+    topology.LAKE_MAINTENANCE_FUNCTION.role: ("dynamodb:Scan",),
+}
 # Objects only: no version deletes (versioning is the recovery path), no bucket configuration.
 OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
-# Per-function bucket access where a function needs less than OBJECT_ACTIONS: the import reads the
+READ_OBJECT_ACTIONS = ("s3:GetObject",)
+# Per-function bucket access where a function needs other than OBJECT_ACTIONS: the import reads the
 # landing bucket (never writes or deletes a dropped file) and writes reports (plus staged gzip parts
-# it reads back and deletes) in the results bucket.
+# it reads back and deletes) in the results bucket. The lake reads big bodies from the blob bucket and
+# adds files to the lake (only compaction, in lake-maintenance, deletes them). Lake maintenance is the
+# one function that deletes object versions, and only in the lake: erasing a patient (GDPR) rewrites
+# the files holding their rows and must also purge the overwritten versions, which would otherwise
+# keep the rows for lakeNoncurrentVersionDays (the lake is derived data: the table is the record).
+# Analytics reads bodies and, through Athena (which acts with the caller's credentials), the lake's
+# files, and writes query results (multipart uploads included).
 BUCKET_ACTIONS = {
     (topology.IMPORT_FUNCTION.role, topology.LANDING_BUCKET.role): ("s3:GetObject", "s3:GetObjectVersion"),
     (topology.IMPORT_FUNCTION.role, topology.RESULTS_BUCKET.role): (
@@ -55,6 +65,66 @@ BUCKET_ACTIONS = {
         "s3:PutObject",
         "s3:DeleteObject",
         "s3:AbortMultipartUpload",
+    ),
+    (topology.LAKE_FUNCTION.role, topology.BLOB_BUCKET.role): READ_OBJECT_ACTIONS,
+    (topology.LAKE_FUNCTION.role, topology.LAKE_BUCKET.role): (
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+    ),
+    (topology.LAKE_MAINTENANCE_FUNCTION.role, topology.LAKE_BUCKET.role): (
+        *OBJECT_ACTIONS,
+        "s3:DeleteObjectVersion",
+    ),
+    (topology.LAKE_MAINTENANCE_FUNCTION.role, topology.BLOB_BUCKET.role): READ_OBJECT_ACTIONS,  # backfill
+    (topology.ANALYTICS_FUNCTION.role, topology.BLOB_BUCKET.role): READ_OBJECT_ACTIONS,
+    (topology.ANALYTICS_FUNCTION.role, topology.LAKE_BUCKET.role): READ_OBJECT_ACTIONS,
+    (topology.ANALYTICS_FUNCTION.role, topology.QUERY_RESULTS_BUCKET.role): (
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+        "s3:ListMultipartUploadParts",
+    ),
+}
+# Bucket-level actions. ListBucket only so that a missing key is a 404 (NoSuchKey), not a 403. Athena
+# also checks the location of the buckets it reads and writes for its caller, and lists unfinished
+# multipart uploads of its results; erasure lists the versions of the lake files it rewrites.
+BUCKET_LEVEL_ACTIONS = ("s3:ListBucket",)
+BUCKET_LEVEL_ACCESS = {
+    (topology.LAKE_MAINTENANCE_FUNCTION.role, topology.LAKE_BUCKET.role): (
+        "s3:ListBucket",
+        "s3:ListBucketVersions",
+    ),
+    (topology.ANALYTICS_FUNCTION.role, topology.LAKE_BUCKET.role): ("s3:ListBucket", "s3:GetBucketLocation"),
+    (topology.ANALYTICS_FUNCTION.role, topology.QUERY_RESULTS_BUCKET.role): (
+        "s3:ListBucket",
+        "s3:GetBucketLocation",
+        "s3:ListBucketMultipartUploads",
+    ),
+}
+# Glue Data Catalog access of each function that names the catalog's env var (synth fails without an
+# entry). The lake registers a table (and view) per resource type when its first version arrives and
+# updates it as the schema grows; maintenance keeps tables in step after compaction; analytics reads
+# table definitions, as Athena does for its caller while planning a query. No DeleteTable/DeleteDatabase.
+CATALOG_ACTIONS = {
+    topology.LAKE_FUNCTION.role: (
+        "glue:GetDatabase",
+        "glue:GetTable",
+        "glue:CreateTable",
+        "glue:UpdateTable",
+    ),
+    topology.LAKE_MAINTENANCE_FUNCTION.role: (
+        "glue:GetDatabase",
+        "glue:GetTable",
+        "glue:GetTables",
+        "glue:CreateTable",
+        "glue:UpdateTable",
+    ),
+    topology.ANALYTICS_FUNCTION.role: (
+        "glue:GetDatabase",
+        "glue:GetTable",
+        "glue:GetTables",
+        "glue:GetPartitions",
     ),
 }
 # EventBridge events a function may put on the account's default bus (events:source condition).
@@ -72,6 +142,9 @@ POWERTOOLS_ENV = {
     "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
     "POWERTOOLS_TRACER_CAPTURE_ERROR": "false",
 }
+# Environment a dependency extra needs on Lambda: matplotlib caches fonts under $HOME, which is
+# read-only there (it would warn and pick a new temporary directory on every cold start).
+EXTRA_ENVIRONMENT = {"charts": {"MPLCONFIGDIR": "/tmp/matplotlib"}}
 
 
 @dataclass(frozen=True)
@@ -82,6 +155,7 @@ class DataResources:
     table: dynamodb.ITable
     buckets: Mapping[str, s3.IBucket]
     queues: Mapping[str, sqs.IQueue]
+    catalog: AnalyticsCatalog
 
 
 @dataclass(frozen=True)
@@ -99,16 +173,19 @@ def resource_environment(data: DataResources) -> dict[str, str]:
     env = {topology.RESOURCE_TABLE.env_var: data.table.table_name}
     env.update({spec.env_var: data.buckets[spec.role].bucket_name for spec in topology.BUCKETS})
     env.update({spec.env_var: data.queues[spec.role].queue_url for spec in topology.QUEUES})
+    env[topology.ANALYTICS_CATALOG.env_var] = data.catalog.database_name
+    env[topology.ANALYTICS_CATALOG.workgroup_env_var] = data.catalog.workgroup_name
     return env
 
 
 class Functions(Construct):
-    """One function per FunctionSpec, all sharing one (locally bundled) code asset.
+    """One function per FunctionSpec; functions with the same dependency extras share one code asset.
 
     Permissions follow the environment: a function whose spec lists the table's env var gets
     read/write on the table items (and its indexes), a bucket's env var read/write on that bucket's
-    objects, a queue's env var send on that queue, and then encrypt/decrypt on the data key they
-    are all encrypted with. Nothing else (see TABLE_ACTIONS, OBJECT_ACTIONS, KEY_ACTIONS).
+    objects, a queue's env var send on that queue, the Glue database's env var its CATALOG_ACTIONS, the
+    Athena workgroup's env var the right to run queries there, and then encrypt/decrypt on the data key
+    they are all encrypted with. Nothing else (see TABLE_ACCESS, BUCKET_ACTIONS, KEY_ACTIONS).
     """
 
     def __init__(
@@ -118,14 +195,14 @@ class Functions(Construct):
         *,
         data: DataResources,
         settings: FunctionSettings,
-        code: lambda_.Code,
-        specs: tuple[topology.FunctionSpec, ...] = topology.FUNCTIONS,
+        assets: bundling.LambdaAssets,
+        specs: tuple[topology.FunctionSpec, ...],
     ) -> None:
         super().__init__(scope, construct_id)
         self.functions: dict[str, lambda_.Function] = {}
         self.log_groups: dict[str, logs.LogGroup] = {}
         for spec in specs:
-            self._function(spec, data, settings, code)
+            self._function(spec, data, settings, assets.code(spec.extras))
 
     def _function(
         self,
@@ -134,16 +211,17 @@ class Functions(Construct):
         settings: FunctionSettings,
         code: lambda_.Code,
     ) -> None:
-        if spec.role not in INVOCATION:
-            raise ValueError(
-                f"function {spec.role!r} (topology.FUNCTIONS) has no entry in infra.constructs.functions."
-                "INVOCATION: decide how it is invoked (and its failure handling) before deploying it"
-            )
+        parse_trigger(spec)  # fail before building anything for a trigger nothing can wire
         resources = resource_environment(data)
         unknown = [name for name in spec.env if name not in resources]
         if unknown:
             raise ValueError(f"function {spec.role!r}: no deployed resource for env vars {unknown}")
-        scope = Construct(self, spec.role.capitalize())
+        if topology.ANALYTICS_CATALOG.env_var in spec.env and spec.role not in CATALOG_ACTIONS:
+            raise ValueError(
+                f"function {spec.role!r} uses the Glue database: declare its actions in "
+                "infra.constructs.functions.CATALOG_ACTIONS"
+            )
+        scope = Construct(self, pascal(spec.role))
 
         log_group = logs.LogGroup(
             scope,
@@ -170,6 +248,14 @@ class Functions(Construct):
                 **POWERTOOLS_ENV,
             }
         )
+        if topology.ANALYTICS_CATALOG.workgroup_env_var in spec.env:
+            environment[topology.ENV_SQL_ENGINE] = "athena"  # DuckDB is the local runtime's engine only
+        for extra in spec.extras:
+            environment.update(EXTRA_ENVIRONMENT.get(extra, {}))
+        reserved = settings.reserved_concurrency
+        if reserved is not None and parse_trigger(spec).kind == "schedule":
+            # Scheduled upkeep (lake compaction, erasure, backfill) must never run twice at once.
+            reserved = 1
         function = lambda_.Function(
             scope,
             "Function",
@@ -184,7 +270,7 @@ class Functions(Construct):
             role=role,
             log_group=log_group,
             tracing=lambda_.Tracing.ACTIVE,
-            reserved_concurrent_executions=settings.reserved_concurrency,
+            reserved_concurrent_executions=reserved,
         )
 
         self._grant(spec, data, role)
@@ -197,20 +283,28 @@ class Functions(Construct):
         uses_data = False
         for name in spec.env:
             if name == topology.RESOURCE_TABLE.env_var:
-                data.table.grant(role, *TABLE_ACTIONS)  # table + its "index/*"
+                table_actions = TABLE_ACCESS.get(spec.role, TABLE_ACTIONS)
+                if table_actions:
+                    data.table.grant(role, *table_actions)  # table + its "index/*"
                 uses_data = True
             for bucket_spec in topology.BUCKETS:
                 if name == bucket_spec.env_var:
+                    access = (spec.role, bucket_spec.role)
                     bucket = data.buckets[bucket_spec.role]
-                    actions = BUCKET_ACTIONS.get((spec.role, bucket_spec.role), OBJECT_ACTIONS)
+                    actions = BUCKET_ACTIONS.get(access, OBJECT_ACTIONS)
                     role.add_to_principal_policy(
                         iam.PolicyStatement(actions=list(actions), resources=[bucket.arn_for_objects("*")])
                     )
-                    # ListBucket only so that a missing key is a 404 (NoSuchKey), not a 403.
+                    bucket_actions = BUCKET_LEVEL_ACCESS.get(access, BUCKET_LEVEL_ACTIONS)
                     role.add_to_principal_policy(
-                        iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn])
+                        iam.PolicyStatement(actions=list(bucket_actions), resources=[bucket.bucket_arn])
                     )
                     uses_data = True
+            if name == topology.ANALYTICS_CATALOG.env_var:
+                data.catalog.grant_catalog(role, CATALOG_ACTIONS[spec.role])
+            if name == topology.ANALYTICS_CATALOG.workgroup_env_var:
+                data.catalog.grant_queries(role)
+                uses_data = True  # query results are encrypted with the data key (SSE-KMS)
             for queue_spec in topology.QUEUES:
                 if name == queue_spec.env_var:
                     data.queues[queue_spec.role].grant(role, "sqs:SendMessage")
@@ -233,16 +327,30 @@ class Functions(Construct):
     def _suppressions(
         spec: topology.FunctionSpec, function: lambda_.Function, role: iam.Role, settings: FunctionSettings
     ) -> None:
+        trigger = parse_trigger(spec)
+        star_reason = (
+            "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions (Resource '*' "
+            "is required for active tracing)."
+        )
+        if trigger.kind == "stream":
+            star_reason += (
+                " dynamodb:ListStreams (granted by the stream event source mapping) supports no "
+                "resource-level permissions either; the stream records themselves are read on this "
+                "table's stream ARN only."
+            )
         suppress(
             role,
-            ("AwsSolutions-IAM5", "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level "
-             "permissions (Resource '*' is required for active tracing).", ["Resource::*"]),
+            ("AwsSolutions-IAM5", star_reason, ["Resource::*"]),
             ("AwsSolutions-IAM5", "DynamoDB index queries (type and system history) need the table's "
              "'index/*' resource; it only covers the GSIs of this one table.",
              [regex(r"^Resource::.*\/index\/\*$")]),
+            ("AwsSolutions-IAM5", "Glue tables and views are created at run time, one per FHIR resource type "
+             "and ViewDefinition, so their names are unknown at deploy time; 'table/<database>/*' covers "
+             "the tables of fhirlake's one database only.",
+             [regex(r"^Resource::arn:[^:]+:glue:[^:]+:[^:]+:table\/[a-z0-9_]+\/\*$")]),
             ("AwsSolutions-IAM5", "Object-level S3 permissions apply to the objects of the one bucket "
              "the function is configured with ('<bucket arn>/*'); keys are resource ids, unknown in advance.",
-             [regex(r"^Resource::.*\/\*$")]),
+             [regex(r"^Resource::(?!arn:[^:]+:glue:)(?!.*\/index\/\*$).*\/\*$")]),
             ("HIPAA.Security-IAMNoInlinePolicy", "The role's only policy is the CDK-generated one built from "
              "the least-privilege grants above, attached to this single role and versioned/rolled back with "
              "the stack by CloudFormation; a standalone managed policy would add nothing but reuse "
@@ -256,10 +364,9 @@ class Functions(Construct):
              "interface endpoints that bill at idle, against the project's no-idle-cost rule. Data never "
              "crosses the public internet unencrypted. Deployers who need it can add a VPC + endpoints."),
             ("HIPAA.Security-LambdaDLQ", f"The {spec.role} function is invoked "
-             f"{INVOCATION[spec.role]}: errors return to the caller; a Lambda DLQ only receives failed "
-             "asynchronous invocations."),
+             f"{FAILURE_HANDLING[trigger.kind]}."),
             ("AwsSolutions-L1", f"Pinned to {bundling.LAMBDA_RUNTIME.name}: the asset's wheels "
-             "(pydantic-core, orjson) are installed for this exact CPython version; move forward "
+             "(pydantic-core, orjson, pyarrow) are installed for this exact CPython version; move forward "
              "deliberately, with tests."),
         )  # fmt: skip
         if settings.reserved_concurrency is None:

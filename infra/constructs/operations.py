@@ -16,9 +16,13 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.constructs import pascal
 from infra.nag import suppress
 
 PERIOD = Duration.minutes(5)
+# A stream consumer falling behind: a write must be queryable in the lake within 5 minutes, so an
+# iterator age (time since the newest record of a batch was written) of 5 minutes is already late.
+ITERATOR_AGE_LIMIT = Duration.minutes(5)
 _AT_LEAST = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
 # Operations the api (and later import) code performs; DynamoDB reports throttles/system errors per
 # operation (a CloudWatch math expression accepts at most 10 metrics).
@@ -36,8 +40,9 @@ TABLE_OPERATIONS = [
 
 
 class Operations(Construct):
-    """Every alarm fires on the first bad datapoint (5-minute sums >= 1, DLQ depth > 0): fhirlake is
-    meant to run error-free, so any 5xx, function error, throttle or dead letter deserves a look.
+    """Every alarm fires on the first bad datapoint (5-minute sums >= 1, DLQ depth > 0, stream iterator
+    age over ITERATOR_AGE_LIMIT): fhirlake is meant to run error-free, so any 5xx, function error,
+    throttle, dead letter or lagging stream consumer deserves a look.
     """
 
     def __init__(
@@ -49,6 +54,8 @@ class Operations(Construct):
         api: apigw.RestApi,
         functions: Mapping[str, lambda_.IFunction],
         dead_letter_queues: Mapping[str, sqs.IQueue],
+        stream_consumers: Mapping[str, lambda_.IFunction],
+        athena_workgroup: str,
         table: dynamodb.ITable,
         key: kms.IKey,
         alarm_topic: bool,
@@ -82,8 +89,8 @@ class Operations(Construct):
         for role, function in functions.items():
             errors = function.metric_errors(period=PERIOD, statistic="Sum")
             throttles = function.metric_throttles(period=PERIOD, statistic="Sum")
-            self._alarm(f"{role.capitalize()}FunctionErrors", errors, f"{role} Lambda function errors")
-            self._alarm(f"{role.capitalize()}FunctionThrottles", throttles, f"{role} Lambda throttled")
+            self._alarm(f"{pascal(role)}FunctionErrors", errors, f"{role} Lambda function errors")
+            self._alarm(f"{pascal(role)}FunctionThrottles", throttles, f"{role} Lambda throttled")
             widgets.append(
                 cloudwatch.GraphWidget(
                     title=f"{role} function",
@@ -95,7 +102,7 @@ class Operations(Construct):
         for role, dlq in dead_letter_queues.items():
             depth = dlq.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
             self._alarm(
-                f"{role.capitalize()}DeadLetters",
+                f"{pascal(role)}DeadLetters",
                 depth,
                 f"messages in the {role} dead-letter queue",
                 comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
@@ -104,6 +111,29 @@ class Operations(Construct):
             widgets.append(
                 cloudwatch.GraphWidget(title=f"{role} dead-letter queue depth", left=[depth], width=12)
             )
+        for role, function in stream_consumers.items():
+            age = function.metric("IteratorAge", period=PERIOD, statistic="Maximum")
+            self._alarm(
+                f"{pascal(role)}IteratorAge",
+                age,
+                f"the {role} function lags behind the table stream",
+                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                threshold=ITERATOR_AGE_LIMIT.to_milliseconds(),
+            )
+            widgets.append(
+                cloudwatch.GraphWidget(title=f"{role} stream iterator age (ms)", left=[age], width=12)
+            )
+        # Athena bills per byte scanned: the workgroup publishes ProcessedBytes per query state and type,
+        # summed here over all of them (a SEARCH, so no per-dimension metric has to be listed).
+        scanned = cloudwatch.MathExpression(
+            expression=(
+                'SUM(SEARCH(\'{AWS/Athena,QueryState,QueryType,WorkGroup} MetricName="ProcessedBytes" '
+                f"WorkGroup=\"{athena_workgroup}\"', 'Sum', {int(PERIOD.to_seconds())}))"
+            ),
+            label="bytes scanned",
+            period=PERIOD,
+        )
+        widgets.append(cloudwatch.GraphWidget(title="Athena bytes scanned", left=[scanned], width=12))
         throttled = table.metric_throttled_requests_for_operations(
             operations=TABLE_OPERATIONS, period=PERIOD, statistic="Sum", label="throttled requests"
         )

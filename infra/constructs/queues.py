@@ -10,7 +10,27 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 from fhirlake import topology
 
+from infra.constructs import pascal
 from infra.nag import suppress
+
+
+def dead_letter_queue(
+    scope: Construct, construct_id: str, *, key: kms.IKey, removal_policy: RemovalPolicy, receives: str
+) -> sqs.Queue:
+    """A KMS-encrypted, TLS-only queue that keeps what failed for 14 days, the SQS maximum (time to
+    investigate); ``receives`` names what it is the dead-letter queue of."""
+    dlq = sqs.Queue(
+        scope,
+        construct_id,
+        encryption=sqs.QueueEncryption.KMS,
+        encryption_master_key=key,
+        data_key_reuse=Duration.hours(1),
+        enforce_ssl=True,
+        retention_period=Duration.days(14),
+        removal_policy=removal_policy,
+    )
+    suppress(dlq, ("AwsSolutions-SQS3", f"This queue is itself the dead-letter queue of {receives}."))
+    return dlq
 
 
 class Queues(Construct):
@@ -35,22 +55,14 @@ class Queues(Construct):
         self.queues: dict[str, sqs.Queue] = {}
         self.dead_letter_queues: dict[str, sqs.Queue] = {}
         for spec in queue_specs:
-            name = spec.role.capitalize()
-            dlq = sqs.Queue(
+            name = pascal(spec.role)
+            dlq = dead_letter_queue(
                 self,
                 f"{name}DeadLetterQueue",
-                encryption=sqs.QueueEncryption.KMS,
-                encryption_master_key=key,
-                data_key_reuse=Duration.hours(1),
-                enforce_ssl=True,
-                retention_period=Duration.days(14),  # the SQS maximum: time to investigate
+                key=key,
                 removal_policy=removal_policy,
+                receives=f"the {spec.role} queue",
             )
-            suppress(
-                dlq,
-                ("AwsSolutions-SQS3", "This queue is itself the dead-letter queue of the "
-                 f"{spec.role} queue."),
-            )  # fmt: skip
             queue = sqs.Queue(
                 self,
                 f"{name}Queue",

@@ -9,6 +9,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 from fhirlake import topology
 
+from infra.constructs import pascal
 from infra.nag import suppress
 
 _STREAM_VIEW = {
@@ -24,6 +25,9 @@ _PROJECTION = {"KEYS_ONLY": dynamodb.ProjectionType.KEYS_ONLY, "ALL": dynamodb.P
 
 # Noncurrent versions (overwritten/deleted objects) are kept this long for recovery, then expire.
 NONCURRENT_VERSION_DAYS = 90
+# Query results are PHI and reproducible by re-running the query: an expired or overwritten result is
+# not kept as a noncurrent version beyond a day.
+QUERY_RESULTS_NONCURRENT_DAYS = 1
 # Server access logs are kept this long (S3 storage only; they carry request metadata, no bodies).
 ACCESS_LOG_DAYS = 365
 
@@ -46,6 +50,8 @@ class Storage(Construct):
         key: kms.IKey,
         removal_policy: RemovalPolicy,
         results_expiration_days: int,
+        query_results_expiration_days: int,
+        lake_noncurrent_version_days: int,
         table_spec: topology.TableSpec = topology.RESOURCE_TABLE,
         bucket_specs: tuple[topology.BucketSpec, ...] = topology.BUCKETS,
     ) -> None:
@@ -85,6 +91,18 @@ class Storage(Construct):
              "and is left to the deployer."),
         )  # fmt: skip
 
+        # Current objects that expire, by bucket role: import reports and Athena query results.
+        expirations = {
+            topology.RESULTS_BUCKET.role: ("expire-results", results_expiration_days),
+            topology.QUERY_RESULTS_BUCKET.role: ("expire-query-results", query_results_expiration_days),
+        }
+        # The lake is derived data (rebuilt from the table by the backfill) whose compaction rewrites
+        # files all the time; its noncurrent versions also still hold the rows of an erased patient,
+        # so they go after a few days, not NONCURRENT_VERSION_DAYS.
+        noncurrent_days = {
+            topology.LAKE_BUCKET.role: lake_noncurrent_version_days,
+            topology.QUERY_RESULTS_BUCKET.role: QUERY_RESULTS_NONCURRENT_DAYS,
+        }
         self.buckets: dict[str, s3.Bucket] = {}
         for spec in bucket_specs:
             rules = [
@@ -94,17 +112,18 @@ class Storage(Construct):
                 ),
                 s3.LifecycleRule(
                     id="expire-noncurrent-versions",
-                    noncurrent_version_expiration=Duration.days(NONCURRENT_VERSION_DAYS),
+                    noncurrent_version_expiration=Duration.days(
+                        noncurrent_days.get(spec.role, NONCURRENT_VERSION_DAYS)
+                    ),
                     expired_object_delete_marker=True,
                 ),
             ]
-            if spec.role == topology.RESULTS_BUCKET.role:
-                rules.append(
-                    s3.LifecycleRule(id="expire-results", expiration=Duration.days(results_expiration_days))
-                )
+            if spec.role in expirations:
+                rule_id, days = expirations[spec.role]
+                rules.append(s3.LifecycleRule(id=rule_id, expiration=Duration.days(days)))
             bucket = s3.Bucket(
                 self,
-                f"{spec.role.capitalize()}Bucket",
+                f"{pascal(spec.role)}Bucket",
                 encryption=s3.BucketEncryption.KMS,
                 encryption_key=key,
                 bucket_key_enabled=True,  # one KMS call per bucket key, not per object

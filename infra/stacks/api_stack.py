@@ -1,23 +1,24 @@
-"""The stateless half of fhirlake: functions, the REST API, alarms and dashboard.
+"""The stateless half of fhirlake: functions, their triggers, the REST API, alarms and dashboard.
 
 It only references the :class:`~infra.stacks.data_stack.DataStack`'s resources, so it can be
-destroyed and redeployed freely. Later compute (import, lake, notes functions) belongs here too:
-add its FunctionSpec to ``fhirlake.topology.FUNCTIONS`` and its event source below.
+destroyed and redeployed freely. Compute is declared in ``fhirlake.topology.FUNCTIONS``: each spec
+becomes a function (:class:`Functions`), its trigger an API route, event source or schedule
+(:class:`Triggers`, :class:`FhirApi`), and its errors alarms (:class:`Operations`).
 """
 
 from __future__ import annotations
 
 from aws_cdk import CfnOutput, RemovalPolicy, Stack
-from aws_cdk import aws_lambda as lambda_
-from aws_cdk.aws_lambda_event_sources import SqsEventSource
 from constructs import Construct
 from fhirlake import topology
 
 from infra import bundling
 from infra.config import Config
+from infra.constructs import pascal
 from infra.constructs.api import FhirApi
 from infra.constructs.functions import DataResources, Functions, FunctionSettings
 from infra.constructs.operations import Operations
+from infra.constructs.triggers import Triggers, http_routes, parse_trigger
 from infra.stacks.data_stack import DataStack
 
 TENANT = "default"  # single-tenant deployments for now (FHIRLAKE_TENANT)
@@ -31,15 +32,18 @@ class ApiStack(Stack):
         *,
         config: Config,
         data: DataStack,
-        code: lambda_.Code | None = None,
+        specs: tuple[topology.FunctionSpec, ...] | None = None,
+        assets: bundling.LambdaAssets | None = None,
         **kwargs,
     ) -> None:
         super().__init__(
             scope,
             construct_id,
-            description=f"fhirlake {config.stage}: FHIR REST API (API Gateway + Lambda), alarms, dashboard",
+            description=f"fhirlake {config.stage}: FHIR REST API (API Gateway + Lambda), analytics and lake "
+            "functions, alarms, dashboard",
             **kwargs,
         )
+        specs = topology.FUNCTIONS if specs is None else specs  # read at synth time, not import time
         removal = RemovalPolicy.RETAIN if config.retain else RemovalPolicy.DESTROY
         self.functions = Functions(
             self,
@@ -49,6 +53,7 @@ class ApiStack(Stack):
                 table=data.table,
                 buckets=data.buckets,
                 queues=data.queues.queues,
+                catalog=data.catalog,
             ),
             settings=FunctionSettings(
                 tenant=TENANT,
@@ -58,23 +63,28 @@ class ApiStack(Stack):
                 reserved_concurrency=config.reserved_concurrency,
                 removal_policy=removal,
             ),
-            code=code if code is not None else bundling.lambda_code(),
+            assets=assets if assets is not None else bundling.LambdaAssets(),
+            specs=specs,
         )
-        # The import function reads the import queue: one message (a file or a chunk, sized to fill
-        # one invocation) per batch; failures reported per message (Powertools batch processing).
-        self.functions.functions[topology.IMPORT_FUNCTION.role].add_event_source(
-            SqsEventSource(
-                data.queues.queues[topology.IMPORT_QUEUE.role],
-                batch_size=1,
-                report_batch_item_failures=True,
-            )
+        functions = self.functions.functions
+        self.triggers = Triggers(
+            self,
+            "Triggers",
+            specs=specs,
+            functions=functions,
+            table=data.table,
+            queues=data.queues.queues,
+            key=data.key,
+            removal_policy=removal,
         )
+        default_role, routes = http_routes(specs)
         self.api = FhirApi(
             self,
             "Api",
-            function=self.functions.functions[topology.API_FUNCTION.role],
+            function=functions[default_role],
+            routes={path: functions[role] for path, role in routes.items()},
             key=data.key,
-            api_name=f"{config.stack_prefix}-{config.stage}",
+            api_name=config.resource_name,
             stage_name=config.stage,
             throttle_rate=config.api_throttle_rate,
             throttle_burst=config.api_throttle_burst,
@@ -84,10 +94,14 @@ class ApiStack(Stack):
         self.operations = Operations(
             self,
             "Operations",
-            dashboard_name=f"{config.stack_prefix}-{config.stage}",
+            dashboard_name=config.resource_name,
             api=self.api.api,
-            functions=self.functions.functions,
-            dead_letter_queues=data.queues.dead_letter_queues,
+            functions=functions,
+            dead_letter_queues={**data.queues.dead_letter_queues, **self.triggers.stream_failures},
+            stream_consumers={
+                spec.role: functions[spec.role] for spec in specs if parse_trigger(spec).kind == "stream"
+            },
+            athena_workgroup=data.catalog.workgroup_name,
             table=data.table,
             key=data.key,
             alarm_topic=config.alarm_topic,
@@ -99,13 +113,7 @@ class ApiStack(Stack):
             value=self.api.api.url,
             description="FHIR base URL (SigV4, service execute-api)",
         )
-        CfnOutput(
-            self, "ApiFunctionName", value=self.functions.functions[topology.API_FUNCTION.role].function_name
-        )
-        CfnOutput(
-            self,
-            "ImportFunctionName",
-            value=self.functions.functions[topology.IMPORT_FUNCTION.role].function_name,
-        )
+        for role, function in functions.items():
+            CfnOutput(self, f"{pascal(role)}FunctionName", value=function.function_name)
         if self.operations.topic is not None:
             CfnOutput(self, "AlarmTopicArn", value=self.operations.topic.topic_arn)

@@ -1,4 +1,4 @@
-"""The stateful half of fhirlake: key, table, buckets, queues.
+"""The stateful half of fhirlake: key, table, buckets, queues, analytics catalog.
 
 Why two stacks: everything here holds data (and is retained by default), everything in
 :class:`~infra.stacks.api_stack.ApiStack` is stateless and can be destroyed and redeployed at will
@@ -11,11 +11,12 @@ can start or stop using a resource of this stack in a single deployment.
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from constructs import Construct
 from fhirlake import topology
 
 from infra.config import Config
+from infra.constructs.analytics import AnalyticsCatalog
 from infra.constructs.keys import DataKey
 from infra.constructs.queues import Queues
 from infra.constructs.storage import Storage
@@ -26,7 +27,10 @@ class DataStack(Stack):
         super().__init__(
             scope,
             construct_id,
-            description=f"fhirlake {config.stage}: KMS key, DynamoDB table, S3 buckets, import queue",
+            description=(
+                f"fhirlake {config.stage}: KMS key, DynamoDB table, S3 buckets, import queue, "
+                "Glue database + Athena workgroup"
+            ),
             termination_protection=config.retain,
             **kwargs,
         )
@@ -40,10 +44,29 @@ class DataStack(Stack):
             key=self.key,
             removal_policy=removal,
             results_expiration_days=config.results_expiration_days,
+            query_results_expiration_days=config.query_results_expiration_days,
+            lake_noncurrent_version_days=config.lake_noncurrent_version_days,
         )
         self.queues = Queues(self, "Queues", key=self.key, removal_policy=removal)
         self.queues.notify_object_created(
             self.storage.buckets[topology.LANDING_BUCKET.role], topology.IMPORT_QUEUE.role
+        )
+        self.catalog = AnalyticsCatalog(
+            self,
+            "Analytics",
+            database_name=config.analytics_database,
+            workgroup_name=config.resource_name,
+            lake_bucket=self.buckets[topology.LAKE_BUCKET.role],
+            query_results_bucket=self.buckets[topology.QUERY_RESULTS_BUCKET.role],
+            key=self.key,
+            bytes_scanned_cutoff_per_query=config.athena_scan_limit_bytes,
+            removal_policy=removal,
+        )
+        CfnOutput(
+            self, "GlueDatabase", value=config.analytics_database, description="Glue database of the lake"
+        )
+        CfnOutput(
+            self, "AthenaWorkGroup", value=config.resource_name, description="Athena workgroup (engine v3)"
         )
 
     @property

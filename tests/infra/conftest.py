@@ -4,7 +4,11 @@ Speed: the jsii runtime starts once per process (~1-3 s, ~7 s the very first tim
 each synth of both stacks with the cdk-nag packs takes ~2-4 s. The CDK's built-in CloudFormation
 template validation would add several seconds per synth, so ``App(builtin_cloud_formation_validation=
 False)`` (same as ``CDK_VALIDATION=false``) turns it off here; ``make synth`` keeps it. Each test module
-synthesizes each app variant once (module-scoped fixtures).
+synthesizes each app variant once (module-scoped fixtures); the default deployment is synthesized once
+per process (``default_synth``) and shared by the modules that check it.
+
+The stacks are built with :data:`DEPLOYED_FUNCTIONS`: ``topology.FUNCTIONS`` plus the analytics
+functions until the topology lists them itself (then the two are equal).
 """
 
 from __future__ import annotations
@@ -50,12 +54,25 @@ class Synth:
         return Template.from_stack(stack)
 
 
-def synthesize(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] = TARGET) -> Synth:
+def deployed_functions() -> tuple[Any, ...]:
+    from fhirlake import topology
+
+    return topology.FUNCTIONS + tuple(s for s in topology.ANALYTICS_FUNCTIONS if s not in topology.FUNCTIONS)
+
+
+DEPLOYED_FUNCTIONS = deployed_functions()
+
+
+def synthesize(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] = TARGET,
+    functions: tuple[Any, ...] = DEPLOYED_FUNCTIONS,
+) -> Synth:
     from infra.application import build_app
     from infra.stacks import ApiStack, DataStack
 
     context = {**cdk_json_context(), "bundling": "skip", **(overrides or {})}
-    app = build_app(context, environ, builtin_cloud_formation_validation=False)
+    app = build_app(context, environ, builtin_cloud_formation_validation=False, functions=functions)
     (data,) = (child for child in app.node.children if isinstance(child, DataStack))
     (api,) = (child for child in app.node.children if isinstance(child, ApiStack))
     app.synth()  # cdk-nag errors would already fail here (they are synth-time validation errors)
@@ -65,6 +82,12 @@ def synthesize(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
 @pytest.fixture(scope="module")
 def synth_factory() -> Callable[..., Synth]:
     return synthesize
+
+
+@pytest.fixture(scope="session")
+def default_synth() -> Synth:
+    """``cdk synth`` with cdk.json's defaults (and DEPLOYED_FUNCTIONS)."""
+    return synthesize()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -119,3 +119,91 @@ def test_real_bundling_produces_arm64_lambda_asset(tmp_path):
         env={"PYTHONPATH": str(out)},
     )
     assert result.stdout.strip() == "ok", result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-function dependency extras (FunctionSpec.extras)
+# ---------------------------------------------------------------------------------------------------
+PYPROJECT = """\
+[project]
+name = "probe"
+dependencies = ["orjson==3.13.0", "boto3==1.40.0"]
+
+[project.optional-dependencies]
+lake = ["pyarrow==26.0.1"]
+charts = ["matplotlib==3.11.2", "orjson==3.13.0"]
+dev = ["pytest==9.0.0"]
+"""
+
+
+@pytest.fixture
+def pyproject(tmp_path) -> Path:
+    path = tmp_path / "pyproject.toml"
+    path.write_text(PYPROJECT)
+    return path
+
+
+def test_extras_add_their_groups_to_the_core_requirements(pyproject):
+    assert bundling.runtime_requirements(pyproject) == ["orjson==3.13.0"]
+    assert bundling.runtime_requirements(pyproject, ("lake",)) == ["orjson==3.13.0", "pyarrow==26.0.1"]
+    # groups in a stable order, each requirement once, boto3 still left to the runtime
+    both = ["orjson==3.13.0", "matplotlib==3.11.2", "pyarrow==26.0.1"]
+    assert bundling.runtime_requirements(pyproject, ("lake", "charts")) == both
+    assert bundling.runtime_requirements(pyproject, ("charts", "lake")) == both
+
+
+def test_unknown_extra_fails_instead_of_bundling_less(pyproject):
+    with pytest.raises(ValueError, match=r"unknown optional-dependency group\(s\) \['plots'\]"):
+        bundling.runtime_requirements(pyproject, ("lake", "plots"))
+
+
+def test_the_real_extras_of_the_analytics_functions_exist():
+    from fhirlake import topology
+
+    core = bundling.runtime_requirements()
+    for spec in topology.ANALYTICS_FUNCTIONS:
+        requirements = bundling.runtime_requirements(extras=spec.extras)
+        assert requirements[: len(core)] == core and len(requirements) > len(core), spec.role
+    names = " ".join(bundling.runtime_requirements(extras=topology.ANALYTICS_FUNCTION.extras))
+    assert "pyarrow==" in names and "matplotlib==" in names
+    assert not {"pyarrow", "matplotlib", "duckdb", "sqlglot"} & {r.split("=")[0] for r in core}
+
+
+def test_functions_with_the_same_extras_share_one_asset(pyproject, tmp_path):
+    made = []
+
+    def make_code(source_dir, requirements):
+        made.append(tuple(requirements))
+        return object()
+
+    assets = bundling.LambdaAssets(tmp_path, pyproject, make_code=make_code)
+    core, core_again = assets.code(()), assets.code(())
+    lake, charts_lake, lake_charts = (
+        assets.code(("lake",)),
+        assets.code(("charts", "lake")),
+        assets.code(("lake", "charts")),
+    )
+    assert core is core_again and charts_lake is lake_charts
+    assert len({id(core), id(lake), id(charts_lake)}) == 3
+    assert made == [
+        ("orjson==3.13.0",),
+        ("orjson==3.13.0", "pyarrow==26.0.1"),
+        ("orjson==3.13.0", "matplotlib==3.11.2", "pyarrow==26.0.1"),
+    ]
+
+
+def test_asset_above_the_lambda_size_limit_fails_the_bundling(tmp_path):
+    def pip_installing_a_huge_wheel(command, **kwargs):
+        target = Path(command[command.index("--target") + 1]) / "hugelib"
+        target.mkdir()
+        with (target / "libhuge.so").open("wb") as handle:  # sparse: no disk space used
+            handle.truncate(bundling.LAMBDA_UNZIPPED_LIMIT_BYTES + 1)  # one byte over
+        return SimpleNamespace(returncode=0, stdout="", stderr="")
+
+    bundler = bundling.LocalPipBundling(_sources(tmp_path), ["huge==1"], run=pip_installing_a_huge_wheel)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(
+        bundling.BundlingError, match=r"above Lambda's limit of 262\.1 MB; largest: hugelib 262\.1"
+    ):
+        bundler.try_bundle(str(out))

@@ -26,6 +26,16 @@ def test_defaults():
     assert config.max_body_bytes == 5 * 1024 * 1024
     assert config.allowed_regions == ()
     assert (config.account, config.region) == ("123456789012", "eu-west-1")
+    assert config.analytics_database == "fhirlake_dev"
+    assert config.resource_name == "fhirlake-dev"  # API, dashboard and Athena workgroup name
+    assert config.athena_scan_limit_bytes == 10 * 10**9
+    assert config.query_results_expiration_days == 30
+    assert config.lake_noncurrent_version_days == 7
+
+
+def test_analytics_database_follows_prefix_and_stage_unless_named():
+    assert load_config({"stackPrefix": "fl", "stage": "eu-prod"}, TARGET).analytics_database == "fl_eu_prod"
+    assert load_config({"analyticsDatabase": "clinic_lake"}, TARGET).analytics_database == "clinic_lake"
 
 
 @pytest.mark.parametrize(
@@ -70,6 +80,10 @@ def test_region_checks():
         ("stage", "Prod!", "lowercase"),
         ("alarmTopic", "maybe", "true or false"),
         ("bundling", "docker", "local, skip"),
+        ("analyticsDatabase", "Clinic-Lake", "lowercase letters, digits or '_'"),
+        ("athenaScanLimitGb", "0", ">= 1"),
+        ("queryResultsExpirationDays", "0", ">= 1"),
+        ("lakeNoncurrentVersionDays", "a week", "integer"),
     ],
 )
 def test_bad_values_fail_with_a_clear_message(key, value, message):

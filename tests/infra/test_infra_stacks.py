@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from fhirlake import topology
 
+from .conftest import DEPLOYED_FUNCTIONS
+
 # One xdist worker for all infra tests (`--dist loadgroup`): one jsii runtime, each synth once.
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
 
@@ -31,12 +33,12 @@ EXPECTED_SUPPRESSIONS = {
     "HIPAA.Security-S3DefaultEncryptionKMS",
 }
 # Actions that may use Resource "*" (they support no resource-level permissions).
-RESOURCE_STAR_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+RESOURCE_STAR_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "dynamodb:ListStreams"}
 
 
 @pytest.fixture(scope="module")
-def synth(synth_factory):
-    return synth_factory()
+def synth(default_synth):
+    return default_synth
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +244,7 @@ def test_data_stack_has_termination_protection(synth):
 # ---------------------------------------------------------------------------------------------------
 def test_api_function_runtime_and_environment(api):
     # one function per FunctionSpec, and no other (custom resource) functions
-    assert len(resources(api, "AWS::Lambda::Function")) == len(topology.FUNCTIONS)
+    assert len(resources(api, "AWS::Lambda::Function")) == len(DEPLOYED_FUNCTIONS)
     _, function = function_of(api, topology.API_FUNCTION)
     props = function["Properties"]
     spec = topology.API_FUNCTION
@@ -268,7 +270,7 @@ def test_api_function_runtime_and_environment(api):
 
 def test_log_groups_are_encrypted_with_retention(api):
     groups = resources(api, "AWS::Logs::LogGroup")
-    assert len(groups) == 2 + len(topology.FUNCTIONS)  # one per function, API access, API execution
+    assert len(groups) == 2 + len(DEPLOYED_FUNCTIONS)  # one per function, API access, API execution
     for group in groups.values():
         assert "KmsKeyId" in group["Properties"]
         assert group["Properties"]["RetentionInDays"] == 365
@@ -305,7 +307,8 @@ def test_api_function_has_least_privilege(api):
 # ---------------------------------------------------------------------------------------------------
 def test_every_api_method_requires_sigv4(api):
     methods = resources(api, "AWS::ApiGateway::Method")
-    assert len(methods) == 2  # ANY / and ANY /{proxy+}
+    routes = [route for spec in DEPLOYED_FUNCTIONS for route in spec.routes]
+    assert len(methods) == 2 + 2 * len(routes)  # ANY / and ANY /{proxy+}, the same under each route
     for method in methods.values():
         assert method["Properties"]["AuthorizationType"] == "AWS_IAM"
         assert method["Properties"]["Integration"]["Type"] == "AWS_PROXY"
@@ -380,7 +383,11 @@ def test_import_function_is_fed_by_the_import_queue_with_partial_batch_failures(
     for name in topology.IMPORT_FUNCTION.env:
         assert name in env
     assert env["POWERTOOLS_LOGGER_LOG_EVENT"] == "false"
-    (mapping,) = resources(api, "AWS::Lambda::EventSourceMapping").values()
+    (mapping,) = [
+        m
+        for m in resources(api, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": function_id}
+    ]
     mp = mapping["Properties"]
     assert mp["FunctionName"] == {"Ref": function_id}
     assert mp["BatchSize"] == 1

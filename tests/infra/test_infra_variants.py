@@ -30,6 +30,10 @@ def custom(synth_factory):
             "logRetentionDays": "30",
             "resultsExpirationDays": "7",
             "allowedRegions": "eu-central-1, eu-west-1",
+            "analyticsDatabase": "clinic_lake",
+            "athenaScanLimitGb": "1",
+            "queryResultsExpirationDays": "3",
+            "lakeNoncurrentVersionDays": "2",
         }
     )
     return synth, synth.template(synth.data).to_json(), synth.template(synth.api).to_json()
@@ -85,6 +89,46 @@ def test_overrides_reach_function_api_and_alarms(custom):
     assert [r["ExpirationInDays"] for r in rules if r["Id"] == "expire-results"] == [7]
     # with reserved concurrency set, the LambdaConcurrency suppression is gone
     assert "HIPAA.Security-LambdaConcurrency" not in json.dumps(function.get("Metadata", {}))
+    # every function reserves it; the scheduled lake upkeep exactly one, so runs never overlap
+    reserved = {
+        f["Properties"]["Handler"]: f["Properties"]["ReservedConcurrentExecutions"]
+        for f in _of_type(api, "AWS::Lambda::Function")
+    }
+    assert reserved.pop(topology.LAKE_MAINTENANCE_FUNCTION.handler) == 1
+    assert set(reserved.values()) == {5}
+
+
+def test_analytics_overrides_reach_catalog_workgroup_buckets_and_functions(custom):
+    _, data, api = custom
+    (database,) = _of_type(data, "AWS::Glue::Database")
+    assert database["Properties"]["DatabaseInput"]["Name"] == "clinic_lake"
+    assert database["DeletionPolicy"] == "Delete"
+    (workgroup,) = _of_type(data, "AWS::Athena::WorkGroup")
+    assert workgroup["Properties"]["Name"] == "fl-test"
+    assert workgroup["Properties"]["WorkGroupConfiguration"]["BytesScannedCutoffPerQuery"] == 10**9
+    rules = {
+        r["Id"]: r
+        for b in _of_type(data, "AWS::S3::Bucket")
+        for r in b["Properties"]["LifecycleConfiguration"]["Rules"]
+    }
+    assert rules["expire-query-results"]["ExpirationInDays"] == 3
+    noncurrent = sorted(
+        r["NoncurrentVersionExpiration"]["NoncurrentDays"]
+        for b in _of_type(data, "AWS::S3::Bucket")
+        for r in b["Properties"]["LifecycleConfiguration"]["Rules"]
+        if r["Id"] == "expire-noncurrent-versions"
+    )
+    assert noncurrent == [1, 2, 90, 90, 90]  # query results, lake, then landing/blobs/results
+    (analytics,) = [
+        f
+        for f in _of_type(api, "AWS::Lambda::Function")
+        if f["Properties"]["Handler"] == topology.ANALYTICS_FUNCTION.handler
+    ]
+    env = analytics["Properties"]["Environment"]["Variables"]
+    assert env[topology.ANALYTICS_CATALOG.env_var] == "clinic_lake"
+    assert env[topology.ANALYTICS_CATALOG.workgroup_env_var] == "fl-test"
+    policies = json.dumps(_of_type(api, "AWS::IAM::Policy"))
+    assert ":table/clinic_lake/*" in policies and ":workgroup/fl-test" in policies
 
 
 def test_environment_agnostic_synth_without_allow_list_and_without_topic(synth_factory):
@@ -94,6 +138,9 @@ def test_environment_agnostic_synth_without_allow_list_and_without_topic(synth_f
     for alarm in _of_type(api, "AWS::CloudWatch::Alarm"):
         assert "AlarmActions" not in alarm["Properties"]
     assert synth.data.region.startswith("${Token")  # really environment-agnostic
+    # ARNs built from names (Glue, Athena) use the pseudo parameters (and their cdk-nag suppression matches)
+    policies = json.dumps(_of_type(api, "AWS::IAM::Policy"))
+    assert ':glue:", {"Ref": "AWS::Region"}' in policies
 
 
 def test_region_outside_allow_list_fails_synth():
