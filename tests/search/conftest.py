@@ -57,3 +57,67 @@ def search_parameter_bundle() -> dict[str, Any]:
     if not path.is_file():
         pytest.skip(f"no search-parameters.json at {path}")
     return json.loads(path.read_text())
+
+
+# -- the index on moto (tests/search/test_index_*.py, test_reindex.py) --------------------------------------
+@pytest.fixture
+def use_index_config():
+    """Switch this process's search index configuration (JSON text); the default again after the test."""
+    from fhirlake.fhir import capability
+    from fhirlake.search.config import load_config, use_config
+
+    def switch(doc: str | None) -> None:
+        use_config(load_config(doc) if doc else None)
+        capability._capability_statement.cache_clear()  # /metadata is cached per base and day
+
+    yield switch
+    switch(None)
+
+
+@pytest.fixture
+def index_settings(aws):
+    from fhirlake.config import Settings
+
+    return Settings.from_env(aws.environment())
+
+
+@pytest.fixture
+def index_service(index_settings):
+    """The core (store + search) on moto in-process, with readable ids: p0, p1, ..."""
+    import itertools
+
+    from fhirlake.bootstrap import build_store
+    from fhirlake.persistence.dynamodb_search import DynamoSearch
+    from fhirlake.service.crud import ResourceService
+    from fhirlake.validation import get_validator
+
+    store = build_store(index_settings)
+    ids = (f"r{n}" for n in itertools.count())
+    return ResourceService(
+        store, get_validator("minimal"), searcher=DynamoSearch(store), new_id=lambda: next(ids)
+    )
+
+
+@pytest.fixture
+def create_all(index_service):
+    """Store resources 50 to a transaction (moto in-process copies the table once per transaction, so
+    one create per resource is quadratic); returns their ids in order."""
+    import itertools
+
+    from fhirlake.local import moto_server
+
+    # moto deep-copies the whole table for every transaction; the local runtime's patch skips the copy
+    # when the transaction's conditions hold (what DynamoDB does is unchanged).
+    moto_server._patch_transactions()
+    counter = itertools.count()
+
+    def create(resources: list[dict[str, Any]]) -> list[str]:
+        plans = [
+            index_service.plan_write(r["resourceType"], r.get("id") or f"b{next(counter)}", r, None, "PUT")
+            for r in resources
+        ]
+        for start in range(0, len(plans), 50):
+            index_service.commit(plans[start : start + 50])
+        return [version.id for version, _ in plans]
+
+    return create

@@ -28,6 +28,7 @@ import gzip
 import json
 import random
 import re
+import tarfile
 import time
 import unicodedata
 from collections import defaultdict
@@ -51,7 +52,8 @@ from tests.integration.fhir_http import FhirHttp
 pytestmark = [pytest.mark.http, pytest.mark.xdist_group("search-oracle")]
 
 SEED = 20240605
-QUERIES = 320
+QUERIES = 200  # plain type-level queries
+PER_KIND = 12  # and this many of each added kind (Extras.KINDS)
 PATIENTS = 8
 MAX_RESULTS = 20  # results of most queries are at most this big (3-7 per page: up to 7 pages)
 BIG_RESULTS = 3  # and a few are bigger (up to ~40 pages)
@@ -424,12 +426,13 @@ class Generator:
         self.keys = sorted(self.present)
         self.big = BIG_RESULTS
 
-    def criterion(self, rtype: str | None = None) -> tuple[str, Criterion] | None:
+    def criterion(
+        self, rtype: str | None = None, codes: set[str] | None = None
+    ) -> tuple[str, Criterion] | None:
         rng = self.rng
         if rtype is None:  # types weighted by how many resources they have: bigger results, more pages
-            types = sorted({k[0] for k in self.keys})
-            rtype = rng.choices(types, [len(self.oracle.resources[t]) ** 0.75 for t in types])[0]
-        keys = [k for k in self.keys if k[0] == rtype]
+            rtype = self.weighted_type()
+        keys = [k for k in self.keys if k[0] == rtype and (codes is None or k[1] in codes)]
         if not keys:
             return None
         key = rng.choice(keys)
@@ -464,8 +467,11 @@ class Generator:
         self, sp_type: str, key: tuple[str, str]
     ) -> tuple[str | None, str, Callable[[Any], bool]] | None:
         """(modifier, value as sent, test of one oracle value) from a value present in the data."""
+        return self.value_of(sp_type, self.rng.choice(self.present[key]))
+
+    def value_of(self, sp_type: str, v: Any) -> tuple[str | None, str, Callable[[Any], bool]] | None:
+        """(modifier, value as sent, test of one oracle value) from the oracle value ``v``."""
         rng = self.rng
-        v = rng.choice(self.present[key])
         base = self.oracle.base
         if sp_type == "string":
             folded = fold(v)
@@ -579,6 +585,10 @@ class Generator:
             return None, escape(v), lambda t, q=v: t == q
         return None
 
+    def weighted_type(self) -> str:
+        types = sorted({k[0] for k in self.keys})
+        return self.rng.choices(types, [len(self.oracle.resources[t]) ** 0.75 for t in types])[0]
+
     def query(self) -> tuple[str, list[Criterion], int]:
         while True:
             first = self.criterion()
@@ -598,61 +608,515 @@ class Generator:
                 return rtype, criteria, 7
 
 
+# -- terminology, composites, compartments: straight from the R4 core package -----------------------------
+@cache
+def _package() -> dict[str, list[dict[str, Any]]]:
+    """The package's ValueSets, CodeSystems and CompartmentDefinitions."""
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    with tarfile.open(SHARED_DATA / "spec" / "r4" / "hl7.fhir.r4.core-4.0.1.tgz") as tgz:
+        for member in tgz:
+            name = member.name.removeprefix("package/")
+            kind = name.split("-", 1)[0]
+            if kind in ("ValueSet", "CodeSystem", "CompartmentDefinition") and name.endswith(".json"):
+                out[kind].append(json.load(tgz.extractfile(member)))  # type: ignore[arg-type]
+    return out
+
+
+class Terminology:
+    """Value sets whose compose is plain (concept lists, whole complete code systems) and the concept
+    nesting of complete code systems (hierarchyMeaning is-a or unstated): enough for :in and :below."""
+
+    def __init__(self) -> None:
+        complete = {cs["url"]: cs for cs in _package()["CodeSystem"] if cs.get("content") == "complete"}
+        self.children: dict[str, dict[str, set[str]]] = {}
+        self.parents: dict[str, dict[str, set[str]]] = {}
+        for url, cs in complete.items():
+            if cs.get("hierarchyMeaning") not in (None, "is-a"):
+                continue
+            stack = [(c, None) for c in cs.get("concept", [])]
+            while stack:
+                concept, parent = stack.pop()
+                code = concept["code"]
+                # Nesting, and the standard concept properties (concept-properties.html): a v3 code with
+                # several parents is nested under one and named as "child" by the others.
+                links = [(parent, code)] if parent is not None else []
+                for prop in concept.get("property", []):
+                    if prop["code"] == "child" and "valueCode" in prop:
+                        links.append((code, prop["valueCode"]))
+                    elif prop["code"] in ("parent", "subsumedBy") and "valueCode" in prop:
+                        links.append((prop["valueCode"], code))
+                for up, down in links:
+                    self.children.setdefault(url, {}).setdefault(up, set()).add(down)
+                    self.parents.setdefault(url, {}).setdefault(down, set()).add(up)
+                stack += [(c, code) for c in concept.get("concept", [])]
+        self.value_sets: dict[str, set[tuple[str, str]]] = {}
+        for vs in _package()["ValueSet"]:
+            compose = vs.get("compose") or {}
+            codes: set[tuple[str, str]] | None = set()
+            for inc in compose.get("include", []):
+                if codes is None or inc.get("filter") or inc.get("valueSet") or "system" not in inc:
+                    codes = None
+                elif "concept" in inc:
+                    codes |= {(inc["system"], c["code"]) for c in inc["concept"]}
+                elif inc["system"] in complete:
+                    codes |= {
+                        (inc["system"], c) for c in self._all(complete[inc["system"]].get("concept", []))
+                    }
+                else:
+                    codes = None
+            if codes and not compose.get("exclude"):
+                self.value_sets[vs["url"]] = codes
+        self.containing: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for url, codes in sorted(self.value_sets.items()):
+            for pair in codes:
+                self.containing[pair].append(url)
+
+    @staticmethod
+    def _all(concepts: list[dict[str, Any]]) -> list[str]:
+        return [code for c in concepts for code in (c["code"], *Terminology._all(c.get("concept", [])))]
+
+    def closure(self, system: str, code: str, below: bool) -> set[str]:
+        step = (self.children if below else self.parents).get(system, {})
+        found, todo = {code}, [code]
+        while todo:
+            for nxt in step.get(todo.pop(), ()):
+                if nxt not in found:
+                    found.add(nxt)
+                    todo.append(nxt)
+        return found
+
+
+@cache
+def _official_by_url() -> dict[str, dict[str, Any]]:
+    return {sp["url"]: sp for sps in _official().values() for sp in sps}
+
+
+def official_composites(rtype: str) -> dict[str, dict[str, Any]]:
+    """The composite parameters of a type fhirlake supports, without %resource components."""
+    return {
+        sp["code"]: sp
+        for sp in _official().get(rtype, [])
+        if sp["type"] == "composite"
+        and parameter(rtype, sp["code"]) is not None
+        and not any("%resource" in c["expression"] for c in sp["component"])
+    }
+
+
+def composite_values(resource: dict[str, Any], sp: dict[str, Any]) -> list[tuple[list[Any], ...]]:
+    """Per base element: per component, its oracle values (components evaluated on that element)."""
+    rtype = resource["resourceType"]
+    parts = [p.strip() for p in sp["expression"].split("|") if p.strip().split(".")[0] == rtype]
+    kinds = [_official_by_url()[c["definition"]]["type"] for c in sp["component"]]
+    out = []
+    for part in parts:
+        (n,) = _compiled(f"{part}.count()")(resource)
+        for i in range(n):  # fhirpathpy loses choice types across a union: one base element at a time
+            out.append(
+                tuple(
+                    [
+                        v
+                        for e in _compiled(f"{part}[{i}].select({_fhirpath(c['expression'], rtype)})")(
+                            resource
+                        )
+                        for v in CONVERT[kind](e)
+                    ]
+                    for c, kind in zip(sp["component"], kinds, strict=True)
+                )
+            )
+    return out
+
+
+def literal(ref: Ref, base: str) -> tuple[str, str] | None:
+    """(type, id) of a reference written Type/id (relative, or the last two segments of a URL)."""
+    target = relative(ref.reference, base)
+    m = re.search(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$", target or "")
+    return (m.group(1), m.group(2)) if m else None
+
+
+# -- the added query kinds: one Case each ----------------------------------------------------------------
+Key = tuple[str, str]  # (resource type, id)
+
+
+@dataclass
+class Case:
+    label: str
+    path: str  # "" for system search
+    params: list[tuple[str, str]]
+    count: int
+    expected: set[Key]
+    ordered: list[Key] | None = None  # _sort: the expected order
+    uncertain: frozenset[Key] = frozenset()  # depends on resources other tests stored: not compared
+
+
+SORT_TYPES = ("date", "string", "token", "number", "quantity")
+
+
+class Extras:
+    """Generators of composite, :in/:not-in, :above/:below, system (_type), chained, _has, _sort and
+    compartment searches, each with the oracle's answer."""
+
+    KINDS = ("composite", "in", "below", "system", "chain", "has", "sort", "compartment")
+
+    def __init__(self, generator: Generator, terminology: Terminology) -> None:
+        self.g = generator
+        self.o = generator.oracle
+        self.rng = generator.rng
+        self.term = terminology
+        self.composites: dict[Key, dict[str, list[tuple[list[Any], ...]]]] = {}
+        self.memo: dict[str, Any] = {}
+
+    def _memo(self, name: str, make: Callable[[], list[Any]]) -> list[Any]:
+        """Candidate lists are computed once (they depend on the data only)."""
+        if name not in self.memo:
+            self.memo[name] = make()
+        assert self.memo[name], f"no candidates for {name} in the data"
+        return self.memo[name]
+
+    def case(self, kind: str) -> Case:
+        for _ in range(400):
+            found = getattr(self, f"_{kind}")()
+            if found is None or len(found.expected) > MAX_RESULTS:
+                continue
+            if found.expected or self.rng.random() < 0.25:  # mostly queries with matches
+                return found
+        raise AssertionError(f"no {kind} query found in the data")
+
+    def _plain(self, rtype: str, params: list[tuple[str, str]], criteria: list[Criterion]) -> Case:
+        label = f"{rtype}?" + "&".join(f"{k}={v}" for k, v in params)
+        ids = self.o.ids(rtype, criteria)
+        return Case(label, rtype, params, self.rng.randint(3, 7), {(rtype, i) for i in ids})
+
+    def _composite(self) -> Case | None:
+        rng = self.rng
+        rtype = rng.choice(sorted(t for t in self.o.resources if official_composites(t)))
+        code, sp = rng.choice(sorted(official_composites(rtype).items()))
+        per_id = self.composites.get((rtype, code))
+        if per_id is None:
+            per_id = {rid: composite_values(body, sp) for rid, body in self.o.resources[rtype].items()}
+            self.composites[(rtype, code)] = per_id
+        elements = [e for rid in sorted(per_id) for e in per_id[rid] if all(e)]
+        if not elements:
+            return None
+        kinds = [_official_by_url()[c["definition"]]["type"] for c in sp["component"]]
+        alternatives = []
+        for _ in range(1 if rng.random() < 0.7 else 2):
+            element = rng.choice(elements)
+            made = [
+                self._plain_value(kind, rng.choice(values))
+                for kind, values in zip(kinds, element, strict=True)
+            ]
+            if any(m is None for m in made):
+                return None
+            alternatives.append(made)
+
+        def holds(values: list[Any], alts=alternatives) -> bool:
+            return any(
+                all(any(t(x) for x in comp) for (_, t), comp in zip(alt, e, strict=True))
+                for alt in alts
+                for e in values
+            )
+
+        value = ",".join("$".join(sent for sent, _ in alt) for alt in alternatives)
+        expected = {(rtype, rid) for rid, values in per_id.items() if holds(values)}
+        return Case(f"{rtype}?{code}={value}", rtype, [(code, value)], rng.randint(3, 7), expected)
+
+    def _plain_value(self, kind: str, v: Any) -> tuple[str, Callable[[Any], bool]] | None:
+        """A component value: written as for its type, no modifier (search.html#composite)."""
+        for _ in range(8):
+            made = self.g.value_of(kind, v)
+            if made is not None and made[0] is None:
+                return made[1], made[2]
+        return None
+
+    def _explicit_tokens(self, usable: Callable[[Token], bool]) -> list[tuple[Key, Token]]:
+        return [
+            (key, v)
+            for key, values in self.g.present.items()
+            if self.o.params[key[0]][key[1]]["type"] == "token"
+            and all(t.explicit or t.code is None for t in values)  # Codings / Identifiers only
+            for v in dict.fromkeys(values)
+            if v.explicit and v.system and v.code and usable(v)
+        ]
+
+    def _in(self) -> Case | None:
+        candidates = self._memo(
+            "in", lambda: self._explicit_tokens(lambda v: (v.system, v.code) in self.term.containing)
+        )
+        (rtype, code), v = self.rng.choice(candidates)
+        url = self.rng.choice(self.term.containing[(v.system, v.code)])
+        codes = self.term.value_sets[url]
+        negate = self.rng.random() < 0.4
+        name = f"{code}:{'not-in' if negate else 'in'}"
+        inside = lambda vs, c=codes: any((t.system, t.code) in c for t in vs)  # noqa: E731
+        criterion = Criterion(code, name, url, (lambda vs: not inside(vs)) if negate else inside)
+        return self._plain(rtype, [(name, url)], [criterion])
+
+    def _below(self) -> Case | None:
+        candidates = self._memo(
+            "below",
+            lambda: self._explicit_tokens(
+                lambda v: (
+                    v.code in self.term.parents.get(v.system, {})
+                    or v.code in self.term.children.get(v.system, {})
+                )
+            ),
+        )
+        (rtype, code), v = self.rng.choice(candidates)
+        below = self.rng.random() < 0.6
+        anchor = self.rng.choice(
+            sorted(self.term.closure(v.system, v.code, not below))
+        )  # an ancestor for :below
+        wanted = self.term.closure(v.system, anchor, below)
+        name, value = f"{code}:{'below' if below else 'above'}", f"{escape(v.system)}|{escape(anchor)}"
+        criterion = Criterion(
+            code, name, value, lambda vs, s=v.system, w=wanted: any(t.system == s and t.code in w for t in vs)
+        )
+        return self._plain(rtype, [(name, value)], [criterion])
+
+    def _system(self) -> Case | None:
+        first, second = sorted(set(self.rng.sample(sorted(self.o.resources), 2)))
+        common = {
+            c
+            for c, sp in self.o.params[first].items()
+            if c in self.o.params[second] and self.o.params[second][c]["type"] == sp["type"]
+        }
+        made = self.g.criterion(self.rng.choice([first, second]), common)
+        if made is None:
+            return None
+        criterion = made[1]
+        params = [("_type", f"{first},{second}"), (criterion.name, criterion.value)]
+        expected = {(t, i) for t in (first, second) for i in self.o.ids(t, [criterion])}
+        ordered = None
+        if self.rng.random() < 0.4:
+            params.append(("_sort", "-_id"))
+            # descending ids; equal ids (of different types) by Type/id ascending
+            ordered = sorted(
+                sorted(expected, key=lambda k: f"{k[0]}/{k[1]}"), key=lambda k: k[1], reverse=True
+            )
+        label = "?" + "&".join(f"{k}={v}" for k, v in params)
+        return Case(label, "", params, self.rng.randint(3, 7), expected, ordered)
+
+    def _references(self) -> list[tuple[Key, str]]:
+        """(type, reference parameter) with literal references to loaded resources, and the target types."""
+        out = []
+        for key, values in self.g.present.items():
+            if self.o.params[key[0]][key[1]]["type"] != "reference":
+                continue
+            stored = self.o.resources
+            loaded = {
+                lit for r in values if (lit := literal(r, self.o.base)) and lit[1] in stored.get(lit[0], {})
+            }
+            out += [(key, target) for target in sorted({t for t, _ in loaded})]
+        return out
+
+    def _chain(self) -> Case | None:
+        (rtype, code), target = self.rng.choice(self._memo("references", self._references))
+        inner = self.g.criterion(target)
+        if inner is None:
+            return None
+        found = {(target, i) for i in self.o.ids(target, [inner[1]])}
+        if len(found) > 300:
+            return None
+        name = f"{code}:{target}.{inner[1].name}"
+        per_id = self.o.values[(rtype, code)]
+        expected, uncertain = set(), set()
+        for rid, refs_ in per_id.items():
+            if any(literal(r, self.o.base) in found for r in refs_):
+                expected.add((rtype, rid))
+            elif any(
+                (lit := literal(r, self.o.base))
+                and lit[0] == target
+                and lit[1] not in self.o.resources[target]
+                for r in refs_
+            ):
+                uncertain.add((rtype, rid))  # refers to a resource this test did not store
+        case = Case(
+            f"{rtype}?{name}={inner[1].value}",
+            rtype,
+            [(name, inner[1].value)],
+            self.rng.randint(3, 7),
+            expected,
+        )
+        case.uncertain = frozenset(uncertain)
+        return case
+
+    def _has(self) -> Case | None:
+        (source, link), target = self.rng.choice(self._memo("references", self._references))
+        inner = self.g.criterion(source)
+        if inner is None:
+            return None
+        sources = self.o.ids(source, [inner[1]])
+        if len(sources) > 300:
+            return None
+        expected = {
+            lit
+            for sid in sources
+            for r in self.o.values[(source, link)][sid]
+            if (lit := literal(r, self.o.base)) and lit[0] == target and lit[1] in self.o.resources[target]
+        }
+        name = f"_has:{source}:{link}:{inner[1].name}"
+        return Case(
+            f"{target}?{name}={inner[1].value}",
+            target,
+            [(name, inner[1].value)],
+            self.rng.randint(3, 7),
+            expected,
+        )
+
+    def _sort(self) -> Case | None:
+        made = self.g.criterion()
+        if made is None:
+            return None
+        rtype, criterion = made
+        sortable = sorted(c for c, sp in self.o.params[rtype].items() if sp["type"] in SORT_TYPES)
+        keys = [
+            (c, self.rng.random() < 0.4)
+            for c in self.rng.sample(sortable, min(len(sortable), self.rng.randint(1, 2)))
+        ]
+        ids = sorted(self.o.ids(rtype, [criterion]))
+        for code, descending in reversed(keys):  # stable sorts, last key first; missing values last
+            kind = self.o.params[rtype][code]["type"]
+            chosen = {rid: sort_value(kind, self.o.values[(rtype, code)][rid], descending) for rid in ids}
+            present = [rid for rid in ids if chosen[rid] is not None]
+            present.sort(key=lambda rid: chosen[rid], reverse=descending)
+            ids = present + [rid for rid in ids if chosen[rid] is None]
+        sort = ",".join(("-" if d else "") + c for c, d in keys)
+        params = [(criterion.name, criterion.value), ("_sort", sort)]
+        case = self._plain(rtype, params, [criterion])
+        case.ordered = [(rtype, rid) for rid in ids]
+        return case
+
+    def _compartment(self) -> Case | None:
+        definition = next(d for d in _package()["CompartmentDefinition"] if d["code"] == "Patient")
+        patients = set(self.o.resources.get("Patient", {}))
+        members = [
+            (r["code"], r["param"])
+            for r in definition["resource"]
+            if r.get("param")
+            and r["code"] in self.o.resources
+            and r["code"] != "Patient"
+            and all((r["code"], p) in self.o.values for p in r["param"])
+        ]
+        member, links = self.rng.choice(members)
+        # Mostly a patient that has members of this type (its reference is in one of the links).
+        linked = sorted(
+            {
+                lit[1]
+                for p in links
+                for refs_ in self.o.values[(member, p)].values()
+                for r in refs_
+                if (lit := literal(r, self.o.base)) and lit[0] == "Patient" and lit[1] in patients
+            }
+        )
+        pid = self.rng.choice(linked if linked and self.rng.random() < 0.8 else sorted(patients))
+        target = f"Patient/{pid}"
+        ids = {
+            rid
+            for rid in self.o.resources[member]
+            if any(
+                ref_matches(r, target, self.o.base) for p in links for r in self.o.values[(member, p)][rid]
+            )
+        }
+        params: list[tuple[str, str]] = []
+        if len(ids) > MAX_RESULTS or (ids and self.rng.random() < 0.3):  # narrowed by one more criterion
+            extra = self.g.criterion(member)
+            if extra is None:
+                return None
+            params.append((extra[1].name, extra[1].value))
+            ids &= self.o.ids(member, [extra[1]])
+        label = f"{target}/{member}?" + "&".join(f"{k}={v}" for k, v in params)
+        return Case(label, f"{target}/{member}", params, self.rng.randint(3, 7), {(member, i) for i in ids})
+
+
+def sort_value(kind: str, values: list[Any], descending: bool) -> Any:
+    """search.html#sort as fhirlake reads it: the lowest value leads ascending, the highest descending;
+    a date range sorts by its start ascending and its end descending."""
+    if kind == "date":
+        found = [v[1] if descending else v[0] for v in values]
+    elif kind == "string":
+        found = [fold(v) for v in values]
+    elif kind == "token":
+        found = [t.code for t in values if t.code is not None]
+    else:
+        found = [q.value if q.value is not None else q.low for q in values]
+        found = [f for f in found if f is not None]
+    if not found:
+        return None
+    return max(found) if descending else min(found)
+
+
 # -- the test -------------------------------------------------------------------------------------------
-def run(loaded: Loaded, rtype: str, criteria: list[Criterion], count: int) -> tuple[list[str], int]:
-    params = [(c.name, c.value) for c in criteria] + [("_count", str(count))]
+def run(loaded: Loaded, case: Case) -> tuple[list[Key], int]:
+    params = [*case.params, ("_count", str(case.count))]
     http, headers = loaded.fhir.http, {"Accept": "application/fhir+json"}
-    response = http.get(f"{loaded.base}/{rtype}", params=params, headers=headers, timeout=60)
-    assert response.status_code == 200, (params, response.text[:500])
-    ids: list[str] = []
+    url = f"{loaded.base}/{case.path}" if case.path else loaded.base
+    response = http.get(url, params=params, headers=headers, timeout=60)
+    assert response.status_code == 200, (case.label, response.text[:500])
+    found: list[Key] = []
     pages = 0
     while True:
         bundle = response.json()
         pages += 1
-        page = [e["resource"]["id"] for e in bundle.get("entry", [])]
-        assert len(page) <= count
-        ids += page
+        page = [
+            (e["resource"]["resourceType"], e["resource"]["id"])
+            for e in bundle.get("entry", [])
+            if e["search"]["mode"] == "match"
+        ]
+        assert len(page) <= case.count
+        found += page
         nxt = next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None)
         if nxt is None:
-            return ids, pages
+            return found, pages
         response = http.get(nxt, headers=headers, timeout=60)
         assert response.status_code == 200, response.text[:500]
+
+
+def check(loaded: Loaded, case: Case) -> tuple[str | None, int]:
+    found, pages = run(loaded, case)
+    label = f"{case.label}&_count={case.count}"
+    if len(found) != len(set(found)):
+        return f"{label}: a resource on two pages", pages
+    # Other tests' resources share the store: only this test's own are compared.
+    mine = [k for k in found if k[1] in loaded.resources.get(k[0], {}) and k not in case.uncertain]
+    expected = case.expected - case.uncertain
+    if set(mine) != expected:
+        return (
+            f"{label}: engine-only {sorted(set(mine) - expected)[:3]} "
+            f"oracle-only {sorted(expected - set(mine))[:3]}",
+            pages,
+        )
+    if case.ordered is not None and mine != [k for k in case.ordered if k in expected]:
+        return f"{label}: order {mine[:6]} != {case.ordered[:6]}", pages
+    return None, pages
 
 
 def test_engine_agrees_with_the_oracle(loaded: Loaded) -> None:
     started = time.monotonic()
     oracle = Oracle(loaded)
     generator = Generator(oracle, SEED)
-    queries = [generator.query() for _ in range(QUERIES)]
+    cases = []
+    for rtype, criteria, count in (generator.query() for _ in range(QUERIES)):
+        label = f"{rtype}?" + "&".join(f"{c.name}={c.value}" for c in criteria)
+        expected = {(rtype, i) for i in oracle.ids(rtype, criteria)}
+        cases.append(Case(label, rtype, [(c.name, c.value) for c in criteria], count, expected))
+    extras = Extras(generator, Terminology())
+    added = {kind: [extras.case(kind) for _ in range(PER_KIND)] for kind in Extras.KINDS}
+    cases += [case for kind in Extras.KINDS for case in added[kind]]
     prepared = time.monotonic() - started
 
-    def check(item: tuple[str, list[Criterion], int]) -> tuple[str | None, int]:
-        rtype, criteria, count = item
-        ids, pages = run(loaded, rtype, criteria, count)
-        label = f"{rtype}?" + "&".join(f"{c.name}={c.value}" for c in criteria) + f"&_count={count}"
-        if len(ids) != len(set(ids)):
-            return f"{label}: an id on two pages", pages
-        mine = set(ids) & set(loaded.resources[rtype])  # other tests' resources share the store
-        expected = oracle.ids(rtype, criteria)
-        if mine != expected:
-            return (
-                f"{label}: engine-only {sorted(mine - expected)[:3]} "
-                f"oracle-only {sorted(expected - mine)[:3]}",
-                pages,
-            )
-        return None, pages
-
     with ThreadPoolExecutor(3) as pool:
-        results = list(pool.map(check, queries))
+        results = list(pool.map(lambda case: check(loaded, case), cases))
     failures = [f for f, _ in results if f]
     pages = sum(p for _, p in results)
-    nonempty = sum(1 for q in queries if oracle.ids(q[0], q[1]))
+    nonempty = sum(1 for case in cases if case.expected)
     print(
         f"\noracle: {sum(len(v) for v in loaded.resources.values())} resources "
-        f"loaded in {loaded.seconds:.1f}s, "
-        f"{QUERIES} queries ({nonempty} non-empty, {pages} pages), prepared in {prepared:.1f}s, "
+        f"loaded in {loaded.seconds:.1f}s, {len(cases)} queries ({QUERIES} plain, {PER_KIND} of each of "
+        f"{', '.join(Extras.KINDS)}; {nonempty} non-empty, {pages} pages), prepared in {prepared:.1f}s, "
         f"total {time.monotonic() - started:.1f}s"
     )
-    assert not failures, f"{len(failures)} of {QUERIES} disagree:\n" + "\n".join(failures[:40])
-    assert nonempty > QUERIES // 3  # the generator finds real values, not only empty results
-    assert pages > QUERIES * 1.2  # small _count values really page
+    assert not failures, f"{len(failures)} of {len(cases)} disagree:\n" + "\n".join(failures[:40])
+    assert nonempty > len(cases) // 3  # the generator finds real values, not only empty results
+    assert pages > len(cases) * 1.2  # small _count values really page
+    for kind in Extras.KINDS:  # each added kind finds real matches too
+        assert sum(1 for case in added[kind] if case.expected) >= PER_KIND // 3, kind

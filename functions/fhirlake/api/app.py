@@ -81,10 +81,12 @@ class FhirApi:
     def _methods_for(self, parts: list[str]) -> dict[str, Handler]:
         n = len(parts)
         if n == 0:
-            return {"POST": self._bundle}
+            return {"POST": self._bundle, "GET": self._search}  # GET [base]?...: system search
         head = parts[0]
         if n == 1 and head == "metadata":
             return {"GET": self._capabilities}
+        if n == 1 and head == "_search":  # POST [base]/_search (and GET): system search
+            return {"GET": self._search, "POST": self._search}
         if n == 1 and head == "_history":
             return {"GET": self._history}
         if n == 1 and head == "$validate":
@@ -231,8 +233,11 @@ class FhirApi:
                 )
             query += parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
         strict = "handling=strict" in (request.header("prefer") or "").replace(" ", "")
+        system_level = parts in ([], ["_search"])  # [base]?_type=... or [base]/_search
         try:
-            if len(parts) >= 3:  # [compartment]/[id]/[type]
+            if system_level:
+                result = self._service.searching().system_search(query, request.base_url, strict)
+            elif len(parts) >= 3:  # [compartment]/[id]/[type]
                 result = self._service.searching().compartment_search(
                     parts[0], parts[1], parts[2], query, request.base_url, strict
                 )
@@ -241,7 +246,7 @@ class FhirApi:
         except InvalidCursor:
             raise FhirError.of(400, "invalid", "The paging cursor is not valid for this search") from None
         search, page = result.request, result.page
-        path = "/" + "/".join(parts[:3]) if len(parts) >= 3 else f"/{parts[0]}"
+        path = "" if system_level else "/" + "/".join(parts[:3] if len(parts) >= 3 else parts[:1])
         links = {"self": url_with_query(request.base_url, path, search.link_params)}
         if page.next_cursor:
             links["next"] = url_with_query(

@@ -9,6 +9,7 @@ from fhirlake import __version__
 from fhirlake.fhir.instant import now_instant
 from fhirlake.fhir.types import resource_types
 from fhirlake.search.parameters import parameters
+from fhirlake.search.query import common_parameters
 
 TYPE_INTERACTIONS = (
     "read",
@@ -20,13 +21,28 @@ TYPE_INTERACTIONS = (
     "create",
     "search-type",
 )
+SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system", "search-system")
 
 
 def _search_params(rtype: str) -> list[dict[str, Any]]:
     return [
         {"name": p.code, "definition": p.url, "type": p.type}
         for p in sorted(parameters(rtype).values(), key=lambda p: p.code)
-        if p.type != "composite"  # composite parameters: not yet
+    ]
+
+
+def _system_search_params() -> list[dict[str, Any]]:
+    """What ``GET [base]?...`` takes without ``_type``: the parameters every type has, and ``_type``."""
+    common = common_parameters(resource_types())
+    any_type = next(iter(sorted(resource_types())))
+    return [
+        *(p for p in _search_params(any_type) if p["name"] in common),
+        {
+            "name": "_type",
+            "type": "token",
+            "documentation": "The resource types to search (comma-separated); with it, every parameter the "
+            "listed types share can be used",
+        },
     ]
 
 
@@ -77,7 +93,8 @@ def _capability_statement(base_url: str, day: str) -> dict[str, Any]:
                     "description": "AWS IAM (SigV4) authorization on every request.",
                 },
                 "resource": resources,
-                "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+                "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+                "searchParam": _system_search_params(),
                 "operation": [validate_op],
                 "compartment": [
                     f"http://hl7.org/fhir/CompartmentDefinition/{name.lower()}"

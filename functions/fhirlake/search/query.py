@@ -8,6 +8,7 @@ against its *current* body, which is what makes stale or premature index entries
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -126,6 +127,16 @@ def parse_search(
     return request
 
 
+def common_parameters(resource_types: Iterable[str]) -> frozenset[str]:
+    """The parameter codes every one of ``resource_types`` has, with the same type (system search,
+    search.html#all: "parameters common to all types listed can be used")."""
+    shared: dict[str, str] | None = None
+    for rtype in resource_types:
+        own = {code: p.type for code, p in parameters(rtype).items()}
+        shared = own if shared is None else {c: t for c, t in shared.items() if own.get(c) == t}
+    return frozenset(shared or ())
+
+
 def _result_parameter(request: SearchRequest, name: str, value: str) -> None:
     if name == "_count":
         if not value.isdigit():
@@ -196,7 +207,9 @@ def _value(param: SearchParameter, modifier: str | None, raw: str, base_url: str
         if modifier in ("in", "not-in"):  # the value set's canonical URL (a "|version" is part of it)
             return SearchValue(raw, codes=value_set_codes(_unescape(raw)))
         parts = [_unescape(p) for p in _SPLIT_PIPE.split(raw)]
-        if modifier in ("above", "below") and len(parts) <= 2:
+        if modifier in ("above", "below"):
+            if len(parts) > 2 or not parts[-1]:
+                raise ValueError("expected [system|]code")
             system = parts[0] or None if len(parts) == 2 else None
             return SearchValue(raw, codes=subsumption(system, parts[-1], below=modifier == "below"))
         if modifier == "of-type":

@@ -7,13 +7,16 @@ criteria in index order, page by page. This module adds what spans several index
 - compartment search ``GET /Patient/123/Observation?...`` (http.html / compartmentdefinition.html): the
   union of one search per compartment parameter (e.g. Observation ``subject`` and ``performer`` for the
   Patient compartment), ordered by id or ``_sort``, paged by position;
-- ``_include`` / ``_revinclude`` (``includes``).
+- ``_include`` / ``_revinclude`` (``includes``);
+- system search ``GET [base]?_type=Patient,Observation&...`` (search.html#all): one type-level search per
+  listed type (every type without ``_type``) with the parameters all of them share, the types in
+  alphabetical order, each paged by its own cursor; with ``_sort`` every match is collected and ordered.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from typing import Protocol
@@ -21,12 +24,19 @@ from typing import Protocol
 from fhirlake.fhir.outcome import FhirError, Issue
 from fhirlake.fhir.types import is_valid_id, resource_types
 from fhirlake.persistence import ResourceStore, StoredVersion
+from fhirlake.persistence.dynamodb import InvalidCursor
 from fhirlake.persistence.dynamodb_search import SearchPage
 from fhirlake.search.extract import parameter_values
 from fhirlake.search.parameters import parameters
-from fhirlake.search.query import MAX_COUNT, SearchRequest, parse_search
+from fhirlake.search.query import MAX_COUNT, RESULT_PARAMETERS, SearchRequest, common_parameters, parse_search
 from fhirlake.service import sorting
-from fhirlake.service.includes import MAX_INCLUDED, IncludeResolver, parse_includes, split_include_parameters
+from fhirlake.service.includes import (
+    INCLUDE_PARAMETERS,
+    MAX_INCLUDED,
+    IncludeResolver,
+    parse_includes,
+    split_include_parameters,
+)
 from fhirlake.service.sorting import SortKey, parse_sort
 
 
@@ -59,6 +69,88 @@ class SearchService:
         request, sort_keys, specs = self._parse(resource_type, query, base_url, strict)
         page = self._sorted(request, sort_keys) if sort_keys else self._searcher.search(request)
         return self._with_includes(request, page, specs, base_url)
+
+    def system_search(self, query: list[tuple[str, str]], base_url: str, strict: bool) -> SearchResult:
+        types, own, warnings = self._system_query(query, strict)
+        cursor = next((v for k, v in reversed(own) if k == "_cursor"), None)
+        own = [(k, v) for k, v in own if k != "_cursor"]
+        parsed = [self._parse(rtype, own, base_url, strict) for rtype in types]
+        first, sort_keys, specs = parsed[0]
+        type_value = [(k, v) for k, v in query if k == "_type"]  # the link repeats what the client sent
+        request = SearchRequest("", [], first.count, first.total, None, first.summary, first.elements)
+        request.warnings = warnings + first.warnings
+        request.link_params = type_value + first.link_params
+        scope = "?" + "&".join(f"{k}={v}" for k, v in request.link_params)
+        requests = [r for r, _, _ in parsed]
+        if sort_keys:
+            found = [v for r in requests for v in self._all_matches(r, sorting.MAX_SORTED + 1)]
+            versions, next_cursor = sorting.page(found, sort_keys, request.count, cursor, scope)
+            total: int | None = len(found)
+        else:
+            versions, next_cursor = self._by_type(requests, request.count, cursor, scope)
+            total = None
+            if request.total == "accurate" or request.summary == "count":
+                total = sum(self._searcher.search(replace(r, summary="count")).total or 0 for r in requests)
+        if request.summary == "count":
+            versions, next_cursor = [], None
+        elif request.total != "accurate":
+            total = None
+        return self._with_includes(request, SearchPage(versions, next_cursor, total), specs, base_url)
+
+    def _system_query(
+        self, query: list[tuple[str, str]], strict: bool
+    ) -> tuple[list[str], list[tuple[str, str]], list[Issue]]:
+        """The types searched and the parameters kept: those every type has (others are an error with
+        ``handling=strict``, ignored with a warning otherwise)."""
+        listed = [t.strip() for k, v in query if k == "_type" for t in v.split(",") if t.strip()]
+        unknown = [t for t in listed if t not in resource_types()]
+        if unknown:
+            raise FhirError.of(400, "value", f"_type: '{unknown[0]}' is not an R4 resource type")
+        types = sorted(set(listed)) or sorted(resource_types())
+        common = common_parameters(types)
+        kept: list[tuple[str, str]] = []
+        warnings: list[Issue] = []
+        for name, value in query:
+            code = name.split(":")[0].split(".")[0]
+            if name == "_type":
+                continue
+            if code in common or code in _SYSTEM_RESULT_PARAMETERS or name.startswith("_has:"):
+                kept.append((name, value))
+                continue
+            which = "the types in _type share" if listed else "all types share (or list types in _type)"
+            message = f"'{code}' is not a search parameter {which}"
+            if strict:
+                raise FhirError.of(400, "not-supported", message)
+            warnings.append(Issue("warning", "not-supported", message + " (ignored)"))
+        return types, kept, warnings
+
+    def _by_type(
+        self, requests: list[SearchRequest], count: int, cursor: str | None, scope: str
+    ) -> tuple[list[StoredVersion], str | None]:
+        """A page of matches, type after type; the cursor is (type index, that type's own cursor)."""
+        index, inner = 0, None
+        if cursor:
+            position = sorting.decode_cursor(cursor, scope)
+            if (
+                len(position) != 2
+                or not isinstance(position[0], int)
+                or not 0 <= position[0] < len(requests)
+                or not isinstance(position[1], str | None)
+            ):
+                raise InvalidCursor
+            index, inner = position
+        found: list[StoredVersion] = []
+        if count == 0:
+            return found, None
+        for i in range(index, len(requests)):
+            if len(found) == count:  # full: the next page starts with this type
+                return found, sorting.encode_cursor([i, None], scope)
+            request = replace(requests[i], count=count - len(found), cursor=inner if i == index else None)
+            page = self._searcher.search(request)
+            found += page.versions
+            if page.next_cursor is not None:
+                return found, sorting.encode_cursor([i, page.next_cursor], scope)
+        return found, None
 
     def compartment_search(
         self,
@@ -242,3 +334,5 @@ _RESULT_PARAMETERS = {
     "_include:iterate",
     "_revinclude:iterate",
 }
+# What a system search keeps whatever the types: result parameters, includes and _sort.
+_SYSTEM_RESULT_PARAMETERS = {*RESULT_PARAMETERS, *INCLUDE_PARAMETERS, "_sort"}

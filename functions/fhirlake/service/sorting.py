@@ -74,10 +74,13 @@ def sort_tuple(resource: dict[str, Any], keys: list[SortKey]) -> tuple[Any, ...]
     """Comparable key: per sort key (missing-flag, value) with missing values last in both directions;
     the lowest value leads ascending, the highest descending."""
     out: list[Any] = []
+    rtype = resource["resourceType"]
     for key in keys:
+        # System search sorts several types: each resource by its own type's view of the parameter.
+        param = key.param if key.param.base == rtype else parameters(rtype)[key.param.code]
         values = [
             v
-            for v in (_scalar(x, key.descending) for x in parameter_values(key.param, resource))
+            for v in (_scalar(x, key.descending) for x in parameter_values(param, resource))
             if v is not None
         ]
         if not values:
@@ -85,7 +88,7 @@ def sort_tuple(resource: dict[str, Any], keys: list[SortKey]) -> tuple[Any, ...]
             continue
         chosen = max(values) if key.descending else min(values)
         out.append((0, _Reversed(chosen) if key.descending else chosen))
-    out.append(resource["id"])
+    out.append(f"{rtype}/{resource['id']}")  # unique across types too: the last tie-breaker
     return tuple(out)
 
 
@@ -128,13 +131,13 @@ def page(
     )
     start = 0
     if cursor:
-        position = _decode(cursor, scope)
+        position = decode_cursor(cursor, scope)
         # Resume after the cursor's slot, even if that resource has since changed or gone.
         after = _from_position(position, keys)
         start = next((i for i, (k, _) in enumerate(ordered) if after < k), len(ordered))
     chosen = ordered[start : start + count]
     more = start + count < len(ordered)
-    next_cursor = _encode(_encodable(chosen[-1][0]), scope) if more and chosen else None
+    next_cursor = encode_cursor(_encodable(chosen[-1][0]), scope) if more and chosen else None
     return [v for _, v in chosen], next_cursor
 
 
@@ -151,11 +154,13 @@ def _from_position(position: list[Any], keys: list[SortKey]) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _encode(position: list[Any], scope: str) -> str:
+def encode_cursor(position: list[Any], scope: str) -> str:
+    """An opaque cursor holding ``position``, valid only for the search ``scope`` it was made for."""
     return base64.urlsafe_b64encode(orjson.dumps({"scope": scope, "sorted": position})).decode().rstrip("=")
 
 
-def _decode(cursor: str, scope: str) -> list[Any]:
+def decode_cursor(cursor: str, scope: str) -> list[Any]:
+    """The position of a cursor made by :func:`encode_cursor` for ``scope``, else InvalidCursor."""
     try:
         token = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, orjson.JSONDecodeError):
