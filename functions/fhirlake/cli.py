@@ -4,6 +4,8 @@ fhirlake serve                   start the embedded data store (make run)
 fhirlake import PATH... [--wait] import NDJSON / Bundle files into the running store (bulk import)
 fhirlake invoke api EVENT.json   run a Lambda handler on a sample event against the embedded store
 fhirlake view run VIEW INPUT...  run a SQL on FHIR v2 ViewDefinition over NDJSON / Bundle files
+fhirlake sql "SELECT ..."        Athena (Trino) SQL over the lake: DuckDB locally, --athena in the cloud
+fhirlake trend ...               disease-progression charts (one patient, or a population) as PNG / HTML
 """
 
 from __future__ import annotations
@@ -209,9 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     p_invoke.add_argument("event", help="path to a Lambda event JSON file (see events/)")
     p_invoke.set_defaults(func=invoke)
 
+    from fhirlake.analytics import cli as analytics_cli
     from fhirlake.views import cli as views_cli
 
     views_cli.register(commands)
+    analytics_cli.register(commands)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -7,16 +7,14 @@ A thin adapter: event -> Request -> FhirApi -> proxy result. Logs an audit recor
 from __future__ import annotations
 
 import os
-import traceback
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.logging import correlation_paths
-from fhirlake.api.apigw import request_from_event, result_from_response
-from fhirlake.api.http import Request, json_response
+from fhirlake.api.apigw import caller, internal_error, request_from_event, result_from_response
+from fhirlake.api.http import Request
 from fhirlake.bootstrap import build_api
 from fhirlake.config import Settings
-from fhirlake.fhir.outcome import FhirError
 
 # The service name comes from POWERTOOLS_SERVICE_NAME (set by the CDK); the default keeps a bare
 # invocation (tests, `fhirlake invoke`) working. No custom metrics here: API Gateway (4xx/5xx, latency)
@@ -35,34 +33,18 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         response = _api.handle(request)
     except Exception as exc:  # a bug: answer 500 with an OperationOutcome, log no PHI
-        logger.error(
-            "unhandled error",
-            extra={"error_type": type(exc).__name__, "trace": traceback.format_tb(exc.__traceback__)},
-        )
-        response = json_response(
-            request,
-            500,
-            FhirError.of(
-                500, "exception", f"Internal error; quote request id {_request_id(event)}"
-            ).outcome(),
-        )
+        response = internal_error(event, request, exc, logger)
     _audit(event, request, response.status)
     return result_from_response(response)
 
 
-def _request_id(event: dict[str, Any]) -> str:
-    return (event.get("requestContext") or {}).get("requestId", "unknown")
-
-
 def _audit(event: dict[str, Any], request: Request, status: int) -> None:
-    identity = (event.get("requestContext") or {}).get("identity") or {}
     parts = request.path.strip("/").split("/")
     logger.info(
         "audit",
         extra={
             "audit": {
-                "principal": identity.get("userArn") or identity.get("caller") or "anonymous",
-                "source_ip": identity.get("sourceIp"),
+                **caller(event),
                 "method": request.method,
                 "resource_type": parts[0] if parts and parts[0] else None,
                 "resource_id": parts[1] if len(parts) > 1 and not parts[1].startswith(("_", "$")) else None,

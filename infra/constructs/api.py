@@ -73,7 +73,10 @@ class FhirApi(Construct):
     Payloads: API Gateway rejects request bodies above 10 MB (413, answered as an OperationOutcome
     here); the Lambda enforces the smaller configurable limit (``FHIRLAKE_MAX_BODY_BYTES``, default
     5 MiB) itself, and Lambda's own 6 MB synchronous payload limit applies in between.
-    No ``binaryMediaTypes``: ``application/fhir+json`` and ``application/json`` pass through as text.
+    ``binaryMediaTypes`` is ``*/*``: API Gateway decodes a base64 body (``isBase64Encoded``, the PNG
+    charts of /_analytics) only when the client's first Accept type is a binary media type, and browsers
+    put ``image/avif`` or ``text/html`` first. Request bodies then reach the functions base64-encoded,
+    which ``fhirlake.api.apigw.request_from_event`` decodes; text responses pass through unchanged.
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class FhirApi(Construct):
             # The API's CloudWatch metrics are keyed by this name: unique per deployment.
             rest_api_name=api_name,
             description="fhirlake FHIR R4 REST API",
+            binary_media_types=["*/*"],
             endpoint_configuration=apigw.EndpointConfiguration(types=[apigw.EndpointType.REGIONAL]),
             default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
             # Execution logging needs the account-level API Gateway CloudWatch role (one per account

@@ -50,3 +50,12 @@ def test_multi_value_query_and_base64_body() -> None:
 def test_result_shape() -> None:
     result = result_from_response(Response(201, {"ETag": 'W/"1"'}, b"{}"))
     assert result == {"statusCode": 201, "headers": {"ETag": 'W/"1"'}, "body": "{}", "isBase64Encoded": False}
+
+
+def test_binary_bodies_are_base64_encoded_and_text_bodies_are_not() -> None:
+    png = b"\x89PNG\r\n\x1a\n\x00\xff"
+    result = result_from_response(Response(200, {"Content-Type": "image/png"}, png))
+    assert result["isBase64Encoded"] is True and base64.b64decode(result["body"]) == png
+    for content_type in ("application/fhir+json", "text/html; charset=utf-8", "application/xml"):
+        result = result_from_response(Response(200, {"Content-Type": content_type}, b"{}"))
+        assert result["isBase64Encoded"] is False and result["body"] == "{}"

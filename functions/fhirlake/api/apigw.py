@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+import traceback
+from typing import Any, Protocol
 
-from fhirlake.api.http import Request, Response
+from fhirlake.api.http import Request, Response, json_response
+from fhirlake.fhir.outcome import FhirError
+
+
+class ErrorLogger(Protocol):
+    def error(self, msg: str, *, extra: dict[str, Any]) -> None: ...
 
 
 def request_from_event(event: dict[str, Any], base_url: str | None = None) -> Request:
@@ -45,9 +51,44 @@ def _base_url(event: dict[str, Any], headers: dict[str, str], path: str) -> str:
 
 
 def result_from_response(response: Response) -> dict[str, Any]:
+    """The proxy result; binary bodies (PNG charts) go base64-encoded, as API Gateway's binary media
+    types expect."""
+    content_type = response.headers.get("Content-Type", "")
+    textual = content_type.startswith("text/") or any(t in content_type for t in ("json", "xml", "script"))
+    if response.body and content_type and not textual:
+        return {
+            "statusCode": response.status,
+            "headers": response.headers,
+            "body": base64.b64encode(response.body).decode(),
+            "isBase64Encoded": True,
+        }
     return {
         "statusCode": response.status,
         "headers": response.headers,
         "body": response.body.decode("utf-8"),
         "isBase64Encoded": False,
     }
+
+
+def request_id(event: dict[str, Any]) -> str:
+    return (event.get("requestContext") or {}).get("requestId", "unknown")
+
+
+def caller(event: dict[str, Any]) -> dict[str, Any]:
+    """Who called, for audit records: the IAM principal API Gateway authenticated, and the source IP."""
+    identity = (event.get("requestContext") or {}).get("identity") or {}
+    return {
+        "principal": identity.get("userArn") or identity.get("caller") or "anonymous",
+        "source_ip": identity.get("sourceIp"),
+    }
+
+
+def internal_error(event: dict[str, Any], request: Request, exc: Exception, log: ErrorLogger) -> Response:
+    """A bug: a 500 OperationOutcome quoting the request id; the log gets the error type and trace, never
+    the message (it may quote PHI)."""
+    log.error(
+        "unhandled error",
+        extra={"error_type": type(exc).__name__, "trace": traceback.format_tb(exc.__traceback__)},
+    )
+    outcome = FhirError.of(500, "exception", f"Internal error; quote request id {request_id(event)}")
+    return json_response(request, 500, outcome.outcome())

@@ -1,0 +1,56 @@
+"""Lambda entry point of the analytics endpoints under /_analytics (API Gateway REST proxy integration).
+
+A thin adapter: event -> Request -> AnalyticsApi -> proxy result (PNG charts base64-encoded, as API
+Gateway's binary media types expect). Logs an audit record per request (who, which endpoint, whose
+chart, outcome) and never the SQL text, query parameters or results (PHI).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.logging import correlation_paths
+from fhirlake.analytics.api import AnalyticsApi, audit_details
+from fhirlake.analytics.engine import engine_from_env
+from fhirlake.api.apigw import caller, internal_error, request_from_event, result_from_response
+from fhirlake.api.http import Request, json_response
+from fhirlake.bootstrap import build_service
+from fhirlake.config import Settings
+from fhirlake.fhir.outcome import FhirError
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "fhirlake"))
+tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "fhirlake"))
+
+_settings = Settings.from_env()
+# The FHIR service and the SQL engine are built on first use and reused across invocations.
+_api = AnalyticsApi(lambda: build_service(_settings), engine_from_env)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler(capture_response=False)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    request = request_from_event(event, _settings.base_url)
+    try:
+        response = _api.handle(request)
+    except FhirError as error:
+        response = json_response(request, error.status, error.outcome(), error.headers)
+    except Exception as exc:  # a bug: answer 500 with an OperationOutcome, log no PHI
+        response = internal_error(event, request, exc, logger)
+    _audit(event, request, response.status)
+    return result_from_response(response)
+
+
+def _audit(event: dict[str, Any], request: Request, status: int) -> None:
+    logger.info(
+        "audit",
+        extra={
+            "audit": {
+                **caller(event),
+                "method": request.method,
+                **audit_details(_api, request),
+                "status": status,
+            }
+        },
+    )
