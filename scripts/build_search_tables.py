@@ -170,7 +170,9 @@ def resolve_ops(
             resolve = arg
             continue
         if op == "as":
-            want = QUANTITY_FAMILY if arg == "Quantity" else {arg}
+            # R4's Observation-code-value-date writes value.as(DateTime): the System type name, which
+            # FHIR-typed data only matches as the FHIR primitive dateTime (technical correction in R5).
+            want = QUANTITY_FAMILY if arg == "Quantity" else {arg, arg[0].lower() + arg[1:]}
             alts = [a for a in alts if a[1] in want]
             continue
         nxt = []

@@ -246,6 +246,17 @@ ANALYTICS_FUNCTION = FunctionSpec(
     # unzipped limit (core + pyarrow + matplotlib is ~284 MB).
     extras=("charts",),
 )
+REINDEX_FUNCTION = FunctionSpec(
+    role="reindex",
+    handler="handlers.reindex.handler",
+    purpose="Rebuilds search index entries when the indexed parameters change (fhirlake.service.reindex).",
+    # "deploy": invoked (asynchronously) after every deployment that changes the search configuration;
+    # each run resumes from its checkpoint and re-invokes itself until the job is done.
+    trigger="deploy",
+    memory_mb=1769,
+    timeout_seconds=900,
+    env=(RESOURCE_TABLE.env_var, BLOB_BUCKET.env_var),
+)
 ANALYTICS_FUNCTIONS = (LAKE_FUNCTION, LAKE_MAINTENANCE_FUNCTION, ANALYTICS_FUNCTION)
 FUNCTIONS = (API_FUNCTION, IMPORT_FUNCTION)
 
@@ -256,3 +267,5 @@ ENV_MAX_BODY_BYTES = "FHIRLAKE_MAX_BODY_BYTES"
 ENV_BASE_URL = "FHIRLAKE_BASE_URL"
 # Which SQL engine answers analytics queries: "athena" (the default in AWS) or "duckdb" (local runtime).
 ENV_SQL_ENGINE = "FHIRLAKE_SQL_ENGINE"
+# Which search parameters are indexed: a JSON document, or the path of one (fhirlake.search.config).
+ENV_SEARCH_CONFIG = "FHIRLAKE_SEARCH_CONFIG"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,11 +46,12 @@ class Importer:
                 self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=message["ReceiptHandle"])
             out += [m for m in got if "s3:TestEvent" not in m["Body"]]  # sent when provisioned
 
-    def pump(self) -> list[str]:
+    def pump(self, time_left: Callable[[], Callable[[], float]] | None = None) -> list[str]:
+        """Handle queued messages until none is left; ``time_left`` makes each invocation's clock."""
         outcomes: list[str] = []
         while batch := self.messages():
             for message in batch:
-                outcomes += self.service.handle_message(message["Body"])
+                outcomes += self.service.handle_message(message["Body"], time_left() if time_left else None)
         return outcomes
 
     def run(self, key: str, body: bytes, **metadata: str) -> dict[str, Any]:

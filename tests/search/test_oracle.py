@@ -137,6 +137,8 @@ def _fhirpath(expression: str, rtype: str) -> str:
     expression = re.sub(r"resolve\(\) is (\w+)", r"reference.startsWith('\1/')", expression)
     expression = re.sub(r"\s+as\s+(\w+)", r".ofType(\1)", expression)
     expression = expression.replace(".as(", ".ofType(")
+    # R4 errata: Observation-code-value-date names the System type DateTime for FHIR dateTime values.
+    expression = expression.replace(".ofType(DateTime)", ".ofType(dateTime)")
     return re.sub(r"(?<![\w.])(?:Domain)?Resource\.", f"{rtype}.", expression)
 
 

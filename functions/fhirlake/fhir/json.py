@@ -18,9 +18,12 @@ from fhirlake.fhir.json_syntax import syntax_issue
 from fhirlake.fhir.outcome import FhirError
 
 # A decimal token whose float round trip would change its text: trailing zeros after the
-# point, an exponent, or more digits than a double keeps. May also match inside strings;
-# that only costs the slower parse.
-_PRECISION_AT_RISK = re.compile(rb"\d\.\d*0(?!\d)|\d[eE][-+]?\d|\d\.\d{15,}|\d{16,}")
+# point, an exponent, or more digits than a double keeps. Anchored where a number token can start
+# inside a resource (after ':', ',' or '[' and JSON whitespace), so ids and UUIDs ("8e1a...") no
+# longer force the slow parse; it may still match inside strings, which only costs the slower parse.
+_PRECISION_AT_RISK = re.compile(
+    rb"[:,\[][ \t\r\n]*-?[0-9]+(?:\.[0-9]*0(?![0-9])|(?:\.[0-9]+)?[eE]|\.[0-9]{15,}|[0-9]{15,})"
+)
 
 
 class JsonDecimal(Decimal):

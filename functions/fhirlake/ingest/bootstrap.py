@@ -37,10 +37,10 @@ def build_import_service(
     session: boto3.Session | None = None,
     log: Callable[..., None] | None = None,
 ) -> ImportService:
-    settings = Settings.from_env(env)
+    settings = ImportSettings.from_env(env)
     store_client: Any = aws_client("dynamodb", session)
     return ImportService(
-        ImportSettings.from_env(env),
+        settings,
         s3=aws_client("s3", session),
         sqs=aws_client("sqs", session),
         events=aws_client("events", session),

@@ -41,6 +41,11 @@ def job_id_for(bucket: str, key: str, version_id: str | None, etag: str, sequenc
     return str(uuid.uuid5(_NAMESPACE, identity))
 
 
+def _at_segment(segment: int) -> str:
+    """The chunk is still at the segment the caller ran (a chunk that never paused has no ``seg``)."""
+    return "seg = :seg" if segment else "(attribute_not_exists(seg) OR seg = :seg)"
+
+
 def _conditional_failed(exc: ClientError) -> bool:
     return exc.response["Error"]["Code"] in (
         "ConditionalCheckFailedException",
@@ -206,8 +211,31 @@ class JobStore:
                 return found
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
-    def complete_chunk(self, job_id: str, index: int, counts: dict[str, Any]) -> bool:
-        """Mark the chunk done with its counts and count it on the job, once; False if it already was."""
+    def save_progress(self, job_id: str, index: int, segment: int, progress: dict[str, Any]) -> bool:
+        """Record that the chunk's ``segment`` ended where ``progress`` says (the next segment starts
+        there); False when another invocation finished the chunk or recorded that segment first."""
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key={"pk": self._pk(job_id), "sk": {"S": f"c#{index:06d}"}},
+                UpdateExpression="SET progress = :p, seg = :next",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(done) AND "
+                + _at_segment(segment),
+                ExpressionAttributeValues={
+                    ":p": {"B": orjson.dumps(progress)},
+                    ":next": {"N": str(segment + 1)},
+                    ":seg": {"N": str(segment)},
+                },
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def complete_chunk(self, job_id: str, index: int, counts: dict[str, Any], segment: int = 0) -> bool:
+        """Mark the chunk done with its counts and count it on the job, once, by the invocation that ran
+        its last ``segment``; False if it already was done or another invocation went on with it."""
         try:
             self._ddb.transact_write_items(
                 TransactItems=[
@@ -216,10 +244,12 @@ class JobStore:
                             "TableName": self._table,
                             "Key": {"pk": self._pk(job_id), "sk": {"S": f"c#{index:06d}"}},
                             "UpdateExpression": "SET done = :t, counts = :c",
-                            "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(done)",
+                            "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(done) AND "
+                            + _at_segment(segment),
                             "ExpressionAttributeValues": {
                                 ":t": {"BOOL": True},
                                 ":c": {"B": orjson.dumps(counts)},
+                                ":seg": {"N": str(segment)},
                             },
                         }
                     },
@@ -252,8 +282,11 @@ def _job(item: dict[str, Any]) -> dict[str, Any]:
 def _chunk(item: dict[str, Any]) -> dict[str, Any]:
     chunk = orjson.loads(item["doc"]["B"])
     chunk["done"] = bool(item.get("done", {}).get("BOOL"))
+    chunk["segment"] = int(item.get("seg", {}).get("N", "0"))
     if "counts" in item:
         chunk["counts"] = orjson.loads(item["counts"]["B"])
+    if "progress" in item:
+        chunk["progress"] = orjson.loads(item["progress"]["B"])
     return chunk
 
 

@@ -1,14 +1,18 @@
 """Import results in the results bucket, HealthLake-style: every input line in exactly one place.
 
     {job}/manifest.json                  the job: source, status, counts, timings, the files below
-    {job}/SUCCESS/part-{chunk:05d}.ndjson  one line per stored input line: line, resourceType, id,
-                                           versionId, outcome (created | updated | unchanged)
-    {job}/FAILURE/part-{chunk:05d}.ndjson  one line per rejected input line: line, byteOffset, the
-                                           original line (or a pointer to it when over 256 KiB) and an
-                                           OperationOutcome with every problem found
+    {job}/SUCCESS/part-{chunk:05d}-{segment:03d}-{attempt}.ndjson
+                      one line per stored input line: line, resourceType, id, versionId, outcome
+                      (created | updated | unchanged)
+    {job}/FAILURE/part-{chunk:05d}-{segment:03d}-{attempt}.ndjson
+                      one line per rejected input line: line, byteOffset, the original line (or a pointer
+                      to it when over 256 KiB) and an OperationOutcome with every problem found
 
-A chunk's parts are written whole when the chunk ends, under names derived from the chunk index, so a
-retried chunk overwrites its own parts and never duplicates a line.
+A chunk runs in one segment, or in several when an invocation runs short of time (each continues where
+the previous one stopped). A segment's parts are written whole when it ends, under a name unique to the
+invocation; the chunk record lists the parts of the segments that were recorded, and only those reach the
+manifest. Parts of an invocation that lost a race or died before recording its segment are deleted (by
+itself, or as strays when the job finishes), so every input line is in exactly one listed part.
 """
 
 from __future__ import annotations
@@ -72,17 +76,28 @@ class ChunkResults:
         record["outcome"] = operation_outcome(issues)
         self.failure.append(orjson.dumps(record))
 
-    def write(self, s3: Any, bucket: str, job_id: str, index: int) -> dict[str, Any]:
-        """Upload the non-empty parts; returns {"success": key | None, "failure": key | None}."""
-        written: dict[str, Any] = {"success": None, "failure": None}
+    def write(self, s3: Any, bucket: str, job_id: str, index: int, attempt: str) -> dict[str, list[str]]:
+        """Upload the non-empty parts; returns {"success": [key] or [], "failure": [key] or []}."""
+        written: dict[str, list[str]] = {"success": [], "failure": []}
         for kind, lines in (("success", self.success), ("failure", self.failure)):
             if lines:
-                key = f"{job_id}/{kind.upper()}/part-{index:05d}.ndjson"
+                key = f"{job_id}/{kind.upper()}/part-{index:05d}-{attempt}.ndjson"
                 s3.put_object(
                     Bucket=bucket, Key=key, Body=b"\n".join(lines) + b"\n", ContentType="application/x-ndjson"
                 )
-                written[kind] = key
+                written[kind].append(key)
         return written
+
+
+def listed_parts(chunk: dict[str, Any]) -> dict[str, list[str]]:
+    """The result parts a done chunk recorded (a single key per kind in records written before chunks
+    could run in segments)."""
+    written = (chunk.get("counts") or {}).get("results") or {}
+    parts: dict[str, list[str]] = {}
+    for kind in ("success", "failure"):
+        found = written.get(kind) or []
+        parts[kind] = [found] if isinstance(found, str) else list(found)
+    return parts
 
 
 def write_manifest(s3: Any, bucket: str, job: dict[str, Any], chunks: list[dict[str, Any]]) -> str:
@@ -90,11 +105,7 @@ def write_manifest(s3: Any, bucket: str, job: dict[str, Any], chunks: list[dict[
     manifest = {
         **job,
         "files": {
-            kind: [
-                f"s3://{bucket}/{written[kind]}"
-                for c in chunks
-                if (written := (c.get("counts") or {}).get("results") or {}).get(kind)
-            ]
+            kind: [f"s3://{bucket}/{key}" for c in chunks for key in listed_parts(c)[kind]]
             for kind in ("success", "failure")
         },
     }

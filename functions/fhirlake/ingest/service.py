@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -30,13 +31,23 @@ import orjson
 from botocore.exceptions import ClientError
 
 from fhirlake import topology
+from fhirlake.config import Settings
 from fhirlake.fhir import json as fhir_json
 from fhirlake.fhir.instant import now_instant
-from fhirlake.fhir.outcome import FhirError
+from fhirlake.fhir.outcome import FhirError, error
 from fhirlake.ingest import jobs as J
 from fhirlake.ingest.pipeline import LineImporter, import_document
-from fhirlake.ingest.reader import BLOCK_BYTES, MAX_LINE_BYTES, PoisonInput, gunzip, lines, sniffed, split
-from fhirlake.ingest.results import ChunkResults, write_manifest
+from fhirlake.ingest.reader import (
+    BLOCK_BYTES,
+    MAX_LINE_BYTES,
+    Line,
+    PoisonInput,
+    gunzip,
+    lines,
+    sniffed,
+    split,
+)
+from fhirlake.ingest.results import ChunkResults, listed_parts, write_manifest
 from fhirlake.validation import ValidationLevel
 
 CHUNK_MESSAGE = "import-chunk"
@@ -45,30 +56,39 @@ EVENT_DETAIL_TYPE = "Import Job Finished"
 META_VALIDATION = "fhirlake-validation"  # x-amz-meta-fhirlake-validation
 META_FORCE = "fhirlake-force"  # x-amz-meta-fhirlake-force: true
 ENV_CHUNK_BYTES = "FHIRLAKE_IMPORT_CHUNK_BYTES"
+ENV_TIME_MARGIN = "FHIRLAKE_IMPORT_TIME_MARGIN_SECONDS"
+# Left for what follows the last line of a segment: its batch commit, writing its results, the checkpoint.
+DEFAULT_TIME_MARGIN_SECONDS = 60.0
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024  # decompressed bytes per invocation (~45,000 Synthea resources)
 GZIP_RATIO = 8  # a gzip object this many times smaller than a chunk is imported in one go
 MAX_JSON_BYTES = 256 * 1024 * 1024
 _LEVEL_SEGMENT = re.compile(r"(?:^|/)validation=([a-z-]+)/")
+TimeLeft = Callable[[], float]  # seconds the current invocation has left (the Lambda context's)
 
 
-@dataclass(frozen=True)
-class ImportSettings:
+@dataclass(frozen=True, kw_only=True)
+class ImportSettings(Settings):
+    """The deployment's settings (the store, tenant, validation level without a per-object choice) plus
+    the import's own buckets, queue and limits."""
+
     landing_bucket: str
     results_bucket: str
     queue_url: str
-    default_level: str = "strict"
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     max_line_bytes: int = MAX_LINE_BYTES
+    time_margin_seconds: float = DEFAULT_TIME_MARGIN_SECONDS
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ImportSettings:
         env = dict(os.environ if env is None else env)
+        shared = Settings.from_env(env)
         return cls(
+            **{f.name: getattr(shared, f.name) for f in fields(Settings)},
             landing_bucket=env[topology.LANDING_BUCKET.env_var],
             results_bucket=env[topology.RESULTS_BUCKET.env_var],
             queue_url=env[topology.IMPORT_QUEUE.env_var],
-            default_level=env.get(topology.ENV_VALIDATION_LEVEL, "strict"),
             chunk_bytes=int(env.get(ENV_CHUNK_BYTES, DEFAULT_CHUNK_BYTES)),
+            time_margin_seconds=float(env.get(ENV_TIME_MARGIN, DEFAULT_TIME_MARGIN_SECONDS)),
         )
 
 
@@ -121,30 +141,28 @@ class ImportService:
         self._log = log or (lambda message, **fields: None)
 
     # -- messages ---------------------------------------------------------------------------
-    def handle_message(self, body: str) -> list[str]:
-        """Process one queue message; returns what happened (for logs and tests: no PHI)."""
-        try:
-            message = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return ["ignored: not JSON"]
-        if not isinstance(message, dict):
-            return ["ignored: not an object"]
+    def handle_message(self, body: str, time_left: TimeLeft | None = None) -> list[str]:
+        """Process one queue message; returns what happened (for logs and tests: no PHI). ``time_left``:
+        the seconds the invocation has left (a chunk stops in time and continues in another one)."""
+        message = _message(body)
+        if isinstance(message, str):
+            return [message]
         if message.get("Event") == "s3:TestEvent":
             return ["ignored: s3:TestEvent"]
         if message.get("fhirlake") == CHUNK_MESSAGE:
-            return [self.run_chunk(str(message["job"]), int(message["chunk"]))]
+            return [self.run_chunk(str(message["job"]), int(message["chunk"]), time_left)]
         outcomes = []
         for record in message.get("Records") or []:
             if record.get("eventSource") == "aws:s3" and str(record.get("eventName", "")).startswith(
                 "ObjectCreated"
             ):
-                outcomes.append(self.start(record))
+                outcomes.append(self.start(record, time_left))
             else:
                 outcomes.append("ignored: not an S3 ObjectCreated record")
         return outcomes or ["ignored: no records"]
 
     # -- a new object -----------------------------------------------------------------------
-    def start(self, record: dict[str, Any]) -> str:
+    def start(self, record: dict[str, Any], time_left: TimeLeft | None = None) -> str:
         bucket = record["s3"]["bucket"]["name"]
         if bucket != self._settings.landing_bucket:
             return "ignored: not the landing bucket"
@@ -204,21 +222,21 @@ class ImportService:
         if fmt is None:
             return self._fail(job, "Unsupported file type: expected .ndjson, .ndjson.gz, .json or .json.gz")
         try:
-            job["validationLevel"] = validation_level(key, metadata, self._settings.default_level)
+            job["validationLevel"] = validation_level(key, metadata, self._settings.validation_level)
         except ValueError:
             levels = ", ".join(v.value for v in ValidationLevel)
             return self._fail(job, f"Unknown validation level (expected one of {levels})")
         job |= {"status": J.RUNNING, "startedAt": self._clock()}
-        return self._plan(job)
+        return self._plan(job, time_left)
 
-    def _plan(self, job: dict[str, Any]) -> str:
+    def _plan(self, job: dict[str, Any], time_left: TimeLeft | None = None) -> str:
         size, gz = job["source"]["size"], job["compression"] == "gzip"
         limit = self._settings.chunk_bytes
         if job["format"] == "json" or size <= (limit // GZIP_RATIO if gz else limit):
             chunks = [{"index": 0, "whole": True}]
             self.jobs.put_chunks(job["id"], chunks)
             self.jobs.update(job["id"], {**job, "chunks": 1})
-            return self.run_chunk(job["id"], 0)
+            return self.run_chunk(job["id"], 0, time_left)
         try:
             chunks = []
             for part in split(
@@ -263,7 +281,10 @@ class ImportService:
                 raise RuntimeError(f"could not queue {len(failed)} chunk messages of job {job_id}")
 
     # -- a chunk ----------------------------------------------------------------------------
-    def run_chunk(self, job_id: str, index: int) -> str:
+    def run_chunk(self, job_id: str, index: int, time_left: TimeLeft | None = None) -> str:
+        """Import one chunk, or its next segment: with ``time_left`` (seconds this invocation has left),
+        an NDJSON chunk stops ``time_margin_seconds`` before the deadline, records where it stopped and
+        queues itself again, so a slow chunk is never killed by the Lambda timeout."""
         job = self.jobs.get(job_id)
         if job is None:
             return f"ignored: unknown job {job_id}"
@@ -278,30 +299,141 @@ class ImportService:
         core = self._core(job["validationLevel"])
         results = ChunkResults(job["source"])
         importer = LineImporter(core.service, core.store, core.validator, id_seed=job_id, clock=self._clock)
-        poison = None
+        poison, rest = None, None
         try:
             if job["format"] == "json":
                 self._import_json(job, importer, core, results)
             else:
-                blocks, first_line, first_offset = self._chunk_blocks(job, chunk)
-                importer.run(
-                    lines(
-                        sniffed(blocks),
-                        first_line=first_line,
-                        first_offset=first_offset,
-                        max_line_bytes=self._settings.max_line_bytes,
-                    ),
-                    results,
-                )
+                rest = importer.run(self._chunk_lines(job, chunk), results, self._out_of_time(time_left))
         except PoisonInput as exc:
             poison = exc.reason  # what was read before is reported; the job fails with the reason
-        written = results.write(self._s3, self._settings.results_bucket, job_id, index)
-        self.jobs.complete_chunk(job_id, index, {**results.counts, "results": written})
+        settled = self._record_segment(job_id, index, chunk, results, None if poison else rest)
+        if settled is not None:
+            return settled
         if poison:
             return self._fail(self.jobs.get(job_id) or job, poison)
         self._maybe_finish(job_id)
         stored, failed = results.counts["stored"], results.counts["failed"]
         return f"chunk {index} of job {job_id}: {stored} stored, {failed} failed"
+
+    def _record_segment(
+        self,
+        job_id: str,
+        index: int,
+        chunk: dict[str, Any],
+        results: ChunkResults,
+        rest: Line | None,
+        attempt: str | None = None,
+    ) -> str | None:
+        """Write what this invocation did with the chunk and record it: a checkpoint at ``rest`` (the
+        chunk is queued again to go on from there), or the chunk done. None when the chunk is done here;
+        else the outcome (paused, or another invocation got there first: these parts are then deleted)."""
+        segment, progress = chunk["segment"], chunk.get("progress") or {}
+        attempt = f"{segment:03d}-{attempt or uuid.uuid4().hex[:8]}"
+        written = results.write(self._s3, self._settings.results_bucket, job_id, index, attempt)
+        counts = J.add_counts(J.add_counts(J.empty_counts(), progress.get("counts") or {}), results.counts)
+        earlier = progress.get("files") or {}
+        files = {kind: [*earlier.get(kind, []), *written[kind]] for kind in ("success", "failure")}
+        if rest is not None:
+            resume = {"offset": rest.offset, "line": rest.number, "counts": counts, "files": files}
+            if not self.jobs.save_progress(job_id, index, segment, resume):
+                self._discard(written)
+                return f"superseded: chunk {index} of job {job_id} went on in another invocation"
+            self._send_chunks(job_id, [index])
+            return f"paused: chunk {index} of job {job_id} at line {rest.number} (time budget)"
+        if not self.jobs.complete_chunk(job_id, index, {**counts, "results": files}, segment):
+            self._discard(written)  # another invocation finished the chunk: its parts are the listed ones
+            self._maybe_finish(job_id)
+            return f"redelivered: chunk {index} of job {job_id} was done by another invocation"
+        return None
+
+    # -- messages the queue gave up on (its dead-letter queue) ------------------------------
+    def handle_dead_letter(self, body: str) -> list[str]:
+        """A message that failed ``maxReceiveCount`` times (the Lambda crashed or timed out on it): the
+        lines it was to import are reported in FAILURE and its job finishes with a reason, rather than
+        staying ``running`` with lines silently lost."""
+        message = _message(body)
+        if isinstance(message, str):
+            return [message]
+        if message.get("fhirlake") == CHUNK_MESSAGE:
+            return [self.give_up_chunk(str(message["job"]), int(message["chunk"]))]
+        outcomes = []
+        for record in message.get("Records") or []:
+            if (
+                record.get("eventSource") != "aws:s3"
+                or record["s3"]["bucket"]["name"] != self._settings.landing_bucket
+            ):
+                outcomes.append("ignored: not an S3 record of the landing bucket")
+                continue
+            obj = record["s3"]["object"]
+            job_id = J.job_id_for(
+                record["s3"]["bucket"]["name"],
+                unquote_plus(obj["key"]),
+                obj.get("versionId"),
+                str(obj.get("eTag", "")).strip('"'),
+                obj.get("sequencer"),
+            )
+            outcomes.append(self._give_up_job(job_id))
+        return outcomes or ["ignored: no records"]
+
+    def _give_up_job(self, job_id: str) -> str:
+        job = self.jobs.get(job_id)
+        if job is None or job["status"] in J.TERMINAL:
+            return f"ignored: job {job_id} is {job['status'] if job else 'unknown'}"
+        chunks = self.jobs.chunks(job_id)
+        if not chunks:  # it died while planning: nothing was imported
+            return self._fail(job, "The import failed repeatedly before it was planned (dead-letter queue)")
+        if len(chunks) == 1 and chunks[0].get("whole"):  # imported inline with the event: no chunk message
+            return self.give_up_chunk(job_id, 0)
+        return f"ignored: the chunks of job {job_id} have their own messages"
+
+    def give_up_chunk(self, job_id: str, index: int) -> str:
+        job = self.jobs.get(job_id)
+        chunk = self.jobs.chunk(job_id, index) if job is not None else None
+        if job is None or chunk is None or job["status"] in J.TERMINAL:
+            return f"ignored: no running job {job_id} with chunk {index}"
+        if chunk["done"]:
+            self._maybe_finish(job_id)
+            return f"ignored: chunk {index} of job {job_id} is done"
+        reason = (
+            f"Chunk {index} failed repeatedly (the import crashed or ran out of time on it) and went to the "
+            "dead-letter queue: its lines not imported are reported in FAILURE"
+        )
+        results = ChunkResults(job["source"])
+        issue = [error("exception", f"Not imported. {reason}.")]
+        progress = chunk.get("progress") or {}
+        if job["format"] == "json":
+            results.failed({"line": 1}, issue)
+        else:
+            line = progress.get("line", chunk.get("firstLine", 1))
+            try:
+                for found in self._chunk_lines(job, chunk):
+                    line = found.number + 1
+                    if found.data.strip():
+                        results.failed({"line": found.number, "byteOffset": found.offset}, issue, found.data)
+            except PoisonInput as exc:  # the rest of the chunk cannot be read line by line
+                results.failed(
+                    {"line": line},
+                    [*issue, error("structure", exc.reason)],
+                )
+        settled = self._record_segment(job_id, index, chunk, results, None, "dlq")
+        if settled is not None:
+            return settled
+        current = self.jobs.get(job_id)
+        if current is not None:
+            self.jobs.update(job_id, {**current, "reason": reason}, expect=frozenset({J.QUEUED, J.RUNNING}))
+        self._maybe_finish(job_id)
+        return f"gave up: chunk {index} of job {job_id}: {results.counts['failed']} lines reported in FAILURE"
+
+    def _out_of_time(self, time_left: TimeLeft | None) -> Callable[[], bool] | None:
+        if time_left is None:
+            return None
+        margin = self._settings.time_margin_seconds
+        return lambda: time_left() < margin
+
+    def _discard(self, written: dict[str, list[str]]) -> None:
+        for key in (*written["success"], *written["failure"]):
+            self._s3.delete_object(Bucket=self._settings.results_bucket, Key=key)
 
     def _import_json(
         self, job: dict[str, Any], importer: LineImporter, core: Core, results: ChunkResults
@@ -326,6 +458,7 @@ class ImportService:
         return gunzip(blocks) if job["compression"] == "gzip" else blocks
 
     def _object_blocks(self, source: dict[str, Any], byte_range: str | None = None) -> Iterator[bytes]:
+        """The object's bytes (of ``byte_range``, an HTTP Range value), block by block."""
         kwargs: dict[str, Any] = {"Bucket": source["bucket"], "Key": source["key"]}
         if source.get("versionId"):
             kwargs["VersionId"] = source["versionId"]
@@ -337,14 +470,24 @@ class ImportService:
         finally:
             body.close()
 
-    def _chunk_blocks(self, job: dict[str, Any], chunk: dict[str, Any]) -> tuple[Iterator[bytes], int, int]:
-        if chunk.get("whole"):
-            return self._blocks(job), 1, 0
-        if chunk.get("staged"):
+    def _chunk_lines(self, job: dict[str, Any], chunk: dict[str, Any]) -> Iterator[Line]:
+        """The lines of a chunk from where it stopped last (``progress``) or its start."""
+        progress = chunk.get("progress") or {}
+        start = progress.get("offset", chunk.get("start", 0))
+        end = chunk.get("end")
+        if chunk.get("staged"):  # the staged object holds [chunk start, chunk end) of the decompressed stream
             staged = {"bucket": self._settings.results_bucket, "key": chunk["staged"]}
-            return self._object_blocks(staged), chunk["firstLine"], chunk["start"]
-        byte_range = f"bytes={chunk['start']}-{chunk['end'] - 1}"
-        return self._object_blocks(job["source"], byte_range), chunk["firstLine"], chunk["start"]
+            blocks: Iterator[bytes] = self._object_blocks(staged, _byte_range(start - chunk["start"], None))
+        elif job["compression"] == "gzip":  # a whole small gzip object: cannot be read from the middle
+            blocks = _skipped(self._blocks(job), start)
+        else:
+            blocks = self._object_blocks(job["source"], _byte_range(start, end))
+        return lines(
+            sniffed(blocks),
+            first_line=progress.get("line", chunk.get("firstLine", 1)),
+            first_offset=start,
+            max_line_bytes=self._settings.max_line_bytes,
+        )
 
     # -- the end of a job -------------------------------------------------------------------
     def _maybe_finish(self, job_id: str) -> None:
@@ -373,8 +516,23 @@ class ImportService:
         for chunk in chunks:
             if chunk.get("staged"):
                 self._s3.delete_object(Bucket=self._settings.results_bucket, Key=chunk["staged"])
+        self._delete_strays(job["id"], chunks)
         self._emit(job)
         self._log("import job finished", job=job["id"], status=job["status"], counts=_summary(job["counts"]))
+
+    def _delete_strays(self, job_id: str, chunks: list[dict[str, Any]]) -> None:
+        """Remove result parts no chunk lists (written by an invocation that died before recording them),
+        so the results prefix holds every input line exactly once, as the manifest does."""
+        listed = {key for chunk in chunks for keys_ in listed_parts(chunk).values() for key in keys_}
+        bucket = self._settings.results_bucket
+        for kind in ("SUCCESS", "FAILURE"):
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=f"{job_id}/{kind}/"
+            )
+            for page in pages:
+                for found in page.get("Contents", []):
+                    if found["Key"] not in listed:
+                        self._s3.delete_object(Bucket=bucket, Key=found["Key"])
 
     def _emit(self, job: dict[str, Any]) -> None:
         detail = {
@@ -397,6 +555,32 @@ class ImportService:
             )
         except ClientError as exc:  # the job is done and recorded; a lost notification is logged
             self._log("import event not delivered", job=job["id"], error=exc.response["Error"]["Code"])
+
+
+def _message(body: str) -> dict[str, Any] | str:
+    """A queue message as an object, or why it is ignored."""
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return "ignored: not JSON"
+    return message if isinstance(message, dict) else "ignored: not an object"
+
+
+def _byte_range(start: int, end: int | None) -> str | None:
+    """An HTTP Range value for ``[start, end)`` (None: the whole object)."""
+    if start == 0 and end is None:
+        return None
+    return f"bytes={start}-{'' if end is None else end - 1}"
+
+
+def _skipped(blocks: Iterator[bytes], count: int) -> Iterator[bytes]:
+    """The stream without its first ``count`` bytes."""
+    for block in blocks:
+        if count >= len(block):
+            count -= len(block)
+            continue
+        yield block[count:] if count else block
+        count = 0
 
 
 def _total(chunks: list[dict[str, Any]]) -> dict[str, Any]:

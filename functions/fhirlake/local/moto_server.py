@@ -95,6 +95,9 @@ class _SerializedDynamoDB:
             return list(self._app(environ, start_response))  # the body is produced inside the lock
 
 
+_PARTITION_QUERY_LOCK = threading.Lock()
+
+
 def _index_partition_queries() -> None:
     """Let moto answer a base-table Query from the one partition it names.
 
@@ -114,11 +117,14 @@ def _index_partition_queries() -> None:
         if index_name is not None or hash_key is None or not self.has_range_key:
             return original(self, hash_key, *args, **kwargs)
         partition = list((self.items.get(hash_key) or {}).values())
-        self.all_items = lambda: partition  # type: ignore[method-assign]
-        try:
-            return original(self, hash_key, *args, **kwargs)
-        finally:
-            del self.all_items
+        # The override lives on the shared table object: in-process moto (tests) may run the parallel
+        # shard queries of one search at once, so one query at a time holds it.
+        with _PARTITION_QUERY_LOCK:
+            self.all_items = lambda: partition  # type: ignore[method-assign]
+            try:
+                return original(self, hash_key, *args, **kwargs)
+            finally:
+                del self.all_items
 
     query._fhirlake_partitioned = True  # type: ignore[attr-defined]
     Table.query = query  # type: ignore[method-assign]

@@ -8,6 +8,7 @@ import re
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from threading import Lock
 from typing import Any
 
 import orjson
@@ -25,6 +26,9 @@ BODY_ENCODING = "zlib+json"
 _BATCH_GET_LIMIT = 100
 MAX_RESOURCES_PER_TRANSACTION = 50  # two items each; DynamoDB transactions hold up to 100 items
 # A version sort key, or an index sort key starting with a stored lastUpdated instant.
+# Versions whose search entries this process keeps after writing them (~1.5 KB each), so the next write of
+# the same resource diffs against them instead of extracting the previous version again.
+RECENT_ENTRIES = 4096
 _POSITION = re.compile(r"v#\d{10}|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z#[A-Za-z0-9\-.#]+")
 
 
@@ -57,11 +61,37 @@ def _lost_race(exc: ClientError) -> bool:
     return reasons <= {"ConditionalCheckFailed", "TransactionConflict"}
 
 
+def version_from_item(item: dict[str, Any], blobs: S3BlobStore) -> StoredVersion:
+    """The version (or tombstone) stored as ``item``, in DynamoDB's attribute-value form: a GetItem or
+    Query result, or the NewImage of a stream record (the lake reads versions through this too). A
+    binary body arrives as bytes from boto3 and base64-encoded in the JSON Lambda delivers."""
+    resource = None
+    if not item.get("deleted", {}).get("BOOL"):
+        body = blobs.get(item["body_key"]["S"]) if "body_key" in item else item["body"]["B"]
+        if isinstance(body, str):
+            body = base64.b64decode(body)
+        resource = fhir_json.loads(zlib.decompress(body))
+    return StoredVersion(
+        resource_type=item["type"]["S"],
+        id=item["id"]["S"],
+        version_id=int(item["vid"]["N"]),
+        last_updated=item["lu"]["S"],
+        method=item["method"]["S"],
+        resource=resource,
+    )
+
+
+def _current_item(version_item: dict[str, Any]) -> dict[str, Any]:
+    """The current-version item of a version item: the same attributes, not in the history indexes."""
+    return {k: v for k, v in version_item.items() if not k.startswith("gsi")} | {"sk": {"S": keys.CURRENT_SK}}
+
+
 class InvalidCursor(ValueError):
     """A paging cursor that this store did not issue."""
 
 
 Indexer = Callable[[dict[str, Any]], list[IndexValue]]
+SearchEntries = set[tuple[str, str]]
 
 
 class DynamoResourceStore:
@@ -78,6 +108,9 @@ class DynamoResourceStore:
         self._blobs = blobs
         self._tenant = tenant
         self._indexer = indexer
+        # Not on the current item: ~450 bytes more there cost ~1.6 WCU per write (docs/performance.md).
+        self._recent_entries: dict[tuple[str, str, int], SearchEntries] = {}
+        self._recent_lock = Lock()
 
     @property
     def dynamodb(self) -> Any:
@@ -132,13 +165,14 @@ class DynamoResourceStore:
                 self._blobs.delete(blob)  # never leave an unreferenced body behind
             raise
         for (old, new), (version, _) in zip(entries, writes, strict=True):
+            self._remember_entries(version, new)
             self._delete_entries(old - new, version.version_id)
 
     def _transaction_items(
         self, version: StoredVersion, previous: StoredVersion | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         item, blob_key = self._to_item(version)
-        current = {k: v for k, v in item.items() if not k.startswith("gsi")} | {"sk": {"S": keys.CURRENT_SK}}
+        current = _current_item(item)
         if version.version_id == 1:
             gate: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
         else:
@@ -197,9 +231,7 @@ class DynamoResourceStore:
             }
         else:
             item, _ = self._to_item(previous)
-            current = {k: v for k, v in item.items() if not k.startswith("gsi")} | {
-                "sk": {"S": keys.CURRENT_SK}
-            }
+            current = _current_item(item)
             restore = {"Put": {"TableName": self._table, "Item": current, **mine}}
         self._ddb.transact_write_items(
             TransactItems=[
@@ -213,30 +245,69 @@ class DynamoResourceStore:
             ]
         )
         old, new = self.search_entries(previous), self.search_entries(version)
+        self._remember_entries(version, None)  # another write may take its version number
         self._put_entries(old - new, previous.version_id if previous else 0)
 
     # -- search index -------------------------------------------------------------------
-    def search_entries(self, version: StoredVersion | None) -> set[tuple[str, str]]:
+    def search_entries(self, version: StoredVersion | None) -> SearchEntries:
         if version is None or version.resource is None or self._indexer is None:
             return set()
+        known = self._recent_entries.get((version.resource_type, version.id, version.version_id))
+        if known is not None:  # this process wrote that version: no second extraction
+            return known
         values = self._indexer(version.resource)
         return search_index.entries(self._tenant, version.resource_type, version.id, values)
 
-    def _put_entries(self, entries: set[tuple[str, str]], version_id: int) -> None:
+    def index_keys(self, resource_type: str, code: str, shards: int, limit: int) -> list[str] | None:
+        """Every sort key of a parameter's index entries (all its shards), sorted; None when there are more
+        than ``limit`` (reading them would cost more than the searches they could save)."""
+        found: list[str] = []
+        for partition in search_index.partition_keys(self._tenant, resource_type, code, shards):
+            kwargs: dict[str, Any] = dict(
+                TableName=self._table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": {"S": partition}},
+                ProjectionExpression="sk",
+                ConsistentRead=True,
+            )
+            while True:
+                resp = self._ddb.query(**kwargs)
+                found += [item["sk"]["S"] for item in resp.get("Items", [])]
+                if len(found) > limit:
+                    return None
+                if "LastEvaluatedKey" not in resp:
+                    break
+                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return sorted(found)
+
+    def _remember_entries(self, version: StoredVersion, entries: SearchEntries | None) -> None:
+        """Keep the entries of a committed version (None: forget them, the version was reverted)."""
+        key = (version.resource_type, version.id, version.version_id)
+        with self._recent_lock:
+            self._recent_entries.pop(key, None)
+            if entries is None or version.resource is None:
+                return
+            if len(self._recent_entries) >= RECENT_ENTRIES:  # the oldest goes first
+                del self._recent_entries[next(iter(self._recent_entries))]
+            self._recent_entries[key] = entries
+
+    def _put_entries(self, entries: SearchEntries, version_id: int) -> None:
         self._put_entries_of([(entries, version_id)])
 
-    def _put_entries_of(self, groups: list[tuple[set[tuple[str, str]], int]]) -> None:
-        requests = [
-            {"PutRequest": {"Item": {"pk": {"S": pk}, "sk": {"S": sk}, "vid": {"N": str(version_id)}}}}
-            for entries, version_id in groups
-            for pk, sk in sorted(entries)
-        ]
+    def _put_entries_of(self, groups: list[tuple[SearchEntries, int]]) -> None:
+        requests: list[dict[str, Any]] = []
+        for entries, version_id in groups:
+            vid = {"N": str(version_id)}  # shared by the requests: serialized, never modified
+            requests += [
+                {"PutRequest": {"Item": {"pk": {"S": pk}, "sk": {"S": sk}, "vid": vid}}}
+                for pk, sk in sorted(entries)
+            ]
         for start in range(0, len(requests), 25):
             pending: dict[str, Any] = {self._table: requests[start : start + 25]}
             while pending:
                 pending = self._ddb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
 
-    def _delete_entries(self, entries: set[tuple[str, str]], version_id: int) -> None:
+    def _delete_entries(self, entries: SearchEntries, version_id: int) -> None:
         for pk, sk in entries:
             try:
                 self._ddb.delete_item(
@@ -331,18 +402,7 @@ class DynamoResourceStore:
         return self._from_item(item) if item else None
 
     def _from_item(self, item: dict[str, Any]) -> StoredVersion:
-        resource = None
-        if not item.get("deleted", {}).get("BOOL"):
-            body = self._blobs.get(item["body_key"]["S"]) if "body_key" in item else item["body"]["B"]
-            resource = fhir_json.loads(zlib.decompress(body))
-        return StoredVersion(
-            resource_type=item["type"]["S"],
-            id=item["id"]["S"],
-            version_id=int(item["vid"]["N"]),
-            last_updated=item["lu"]["S"],
-            method=item["method"]["S"],
-            resource=resource,
-        )
+        return version_from_item(item, self._blobs)
 
     # -- history ------------------------------------------------------------------------
     def history(

@@ -1,30 +1,43 @@
 """Search over the index entries of the resource table (see ``search_index`` for the item layout).
 
-A search walks one *driver*: the index partition of the most selective criterion (or of ``_id``, which
-every resource has), reading sort-key ranges that contain every possible match in a fixed order. Each
-candidate's current version is fetched (``BatchGetItem``) and kept only if every criterion matches its
-current body. A resource is emitted at exactly one driver position — its smallest key in the range — so
-pages never repeat it; the cursor is that position, so writes made while a client pages cannot shift
-what later pages hold.
+A search walks one *driver*: the index partitions of the most selective criterion (or of ``_id``, which
+every resource has), reading sort-key ranges that contain every possible match in a fixed order: by range
+(one per OR value), then shard, then sort key. Equality-like criteria read a sort-key prefix; date, number
+and quantity prefixes read a bounded key range (``search_index.driver_ranges``). Each candidate's current
+version is fetched (``BatchGetItem``) and kept only if every criterion matches its current body. A
+resource is emitted at exactly one driver position -- its smallest key in the first range holding one, in
+the one shard its id hashes to -- so pages never repeat it; the cursor is that position, so writes made
+while a client pages cannot shift what later pages hold.
+
+Sharded partitions (``SearchParameter.shards``) are read one after the other, not merged: a page of a
+common value (``gender=female``) is one Query of one shard plus one BatchGetItem, like an unsharded one.
+When a shard runs out before the page is full, the first Query of every later shard goes out in parallel,
+so a rare value costs one round trip for all shards rather than one per shard.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import orjson
 
 from fhirlake.persistence import StoredVersion, search_index
 from fhirlake.persistence.dynamodb import InvalidCursor
+from fhirlake.persistence.search_index import KeyRange
 from fhirlake.search.extract import parameter_values
 from fhirlake.search.parameters import parameters
 from fhirlake.search.query import Criterion, SearchRequest, matches
 from fhirlake.search.values import IndexValue
 
 _PAGE_READ = 100  # index entries per Query while filling a page (the first Query reads just a page's worth)
+_WHOLE = KeyRange("", search_index.HIGHEST)
+
+Position = tuple[int, int, str]  # (range index, shard, sort key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +50,9 @@ class SearchPage:
 @dataclass(frozen=True, slots=True)
 class _Driver:
     code: str
-    prefixes: list[str]  # one key range per OR value ("" = the whole partition)
+    ranges: list[KeyRange]  # one key range per OR value
     criterion: Criterion | None
+    shards: int = 1
 
 
 class DynamoSearch:
@@ -52,11 +66,11 @@ class DynamoSearch:
     def search(self, request: SearchRequest) -> SearchPage:
         driver = self._driver(request)
         scope = self._scope(request)
-        start = self._decode(scope, request.cursor) if request.cursor else (0, None)
+        start = self._decode(scope, request.cursor) if request.cursor else (0, 0, None)
         if request.summary == "count":
             return SearchPage([], None, self._count(request, driver))
         found: list[StoredVersion] = []
-        last: tuple[int, str] | None = None
+        last: Position | None = None
         more = False
         for position, version in self._matches(request, driver, start):
             if len(found) == request.count:
@@ -72,65 +86,115 @@ class DynamoSearch:
 
     # -- planning ---------------------------------------------------------------------------
     def _driver(self, request: SearchRequest) -> _Driver:
-        best: _Driver | None = None
+        """The criterion whose ranges hold fewest candidates, as far as the query tells: an equality-like
+        one (a few exact keys) before a range one, and fewer OR values first."""
+        known = parameters(request.resource_type)
+        best: tuple[tuple[bool, int], _Driver] | None = None
         for criterion in request.criteria:
-            prefixes = search_index.driver_prefixes(criterion)
-            if prefixes is not None and (best is None or len(prefixes) < len(best.prefixes)):
-                best = _Driver(criterion.code, prefixes, criterion)
-        return best or _Driver("_id", [""], None)
+            ranges = search_index.driver_ranges(criterion)
+            if ranges is None:
+                continue
+            rank = (search_index.driver_prefixes(criterion) is None, len(ranges))
+            if best is None or rank < best[0]:
+                shards = known[criterion.code].shards if criterion.code in known else 1
+                best = (rank, _Driver(criterion.code, ranges, criterion, shards))
+        if best is not None:
+            return best[1]
+        return _Driver("_id", [_WHOLE], None, known["_id"].shards)
 
     # -- execution --------------------------------------------------------------------------
     def _matches(
-        self, request: SearchRequest, driver: _Driver, start: tuple[int, str | None]
-    ) -> Iterator[tuple[tuple[int, str], StoredVersion]]:
-        pk = search_index.index_pk(self._store.tenant, request.resource_type, driver.code)
+        self, request: SearchRequest, driver: _Driver, start: tuple[int, int, str | None]
+    ) -> Iterator[tuple[Position, StoredVersion]]:
         known = parameters(request.resource_type)
         used = [known[code] for code in dict.fromkeys([driver.code, *(c.code for c in request.criteria)])]
-        first_range, after = start
-        for index in range(first_range, len(driver.prefixes)):
-            prefix = driver.prefixes[index]
-            first = after if index == first_range else None
-            for batch in self._entries(pk, prefix, first, request.count + 1):
-                ids = [sk.rpartition(search_index.KEY_END)[2] for sk in batch]
-                current = self._store.current_many(request.resource_type, ids)
-                for sk, rid in zip(batch, ids, strict=True):
-                    version = current.get(rid)
-                    if version is None or version.resource is None:
-                        continue  # an entry of a deleted resource or of a write that never committed
-                    # Only the parameters this search uses are extracted (not all ~30 of the type).
-                    values = [v for sp in used for v in parameter_values(sp, version.resource)]
-                    if self._emitted_here(sk, rid, index, driver, values) and all(
-                        matches(c, [v for v in values if v.code == c.code]) for c in request.criteria
-                    ):
-                        yield (index, sk), version
+        chunk = max(2, min(request.count + 1, _PAGE_READ))
+        pending: list[Position] = []
+        for position in self._positions(request.resource_type, driver, start, chunk):
+            pending.append(position)
+            if len(pending) >= chunk:
+                yield from self._checked(request, driver, used, pending)
+                pending, chunk = [], _PAGE_READ
+        yield from self._checked(request, driver, used, pending)
+
+    def _checked(
+        self, request: SearchRequest, driver: _Driver, used: list, positions: list[Position]
+    ) -> Iterator[tuple[Position, StoredVersion]]:
+        """The candidates at ``positions`` that match and are emitted there, in order (one BatchGetItem)."""
+        if not positions:
+            return
+        ids = [sk.rpartition(search_index.KEY_END)[2] for _, _, sk in positions]
+        current = self._store.current_many(request.resource_type, ids)
+        for position, rid in zip(positions, ids, strict=True):
+            version = current.get(rid)
+            if version is None or version.resource is None:
+                continue  # an entry of a deleted resource or of a write that never committed
+            # Only the parameters this search uses are extracted (not all ~30 of the type).
+            values = [v for sp in used for v in parameter_values(sp, version.resource)]
+            if self._emitted_here(position, rid, driver, values) and all(
+                matches(c, [v for v in values if v.code == c.code]) for c in request.criteria
+            ):
+                yield position, version
 
     @staticmethod
-    def _emitted_here(sk: str, rid: str, index: int, driver: _Driver, values: list[IndexValue]) -> bool:
+    def _emitted_here(position: Position, rid: str, driver: _Driver, values: list[IndexValue]) -> bool:
         """True at the one position where this resource is emitted: its smallest current key in this
-        range, provided no earlier range holds one of its keys (it was emitted there)."""
+        range, provided no earlier range holds one of its keys (it was emitted there). All of a
+        resource's keys of one parameter are in one shard, so the shard plays no part."""
+        index, _, sk = position
         own = sorted(
             f"{key}{search_index.KEY_END}{rid}"
             for v in values
             if v.code == driver.code and (key := search_index.entry_key(v)) is not None
         )
-        in_range = [k for k in own if k.startswith(driver.prefixes[index])]
+        in_range = [k for k in own if k in driver.ranges[index]]
         if not in_range or in_range[0] != sk:
             return False
-        return not any(k.startswith(p) for p in driver.prefixes[:index] for k in own)
+        return not any(k in earlier for earlier in driver.ranges[:index] for k in own)
 
-    def _entries(self, pk: str, prefix: str, after: str | None, limit: int) -> Iterator[list[str]]:
-        """The sort keys of a range in order, in batches: the first of ``limit`` entries (a page's worth),
-        then growing to ``_PAGE_READ`` while candidates keep being filtered out."""
-        values: dict[str, Any] = {":pk": {"S": pk}, ":hi": {"S": prefix + search_index.HIGHEST}}
-        if after is not None:
+    def _positions(
+        self, resource_type: str, driver: _Driver, start: tuple[int, int, str | None], limit: int
+    ) -> Iterator[Position]:
+        """Every index entry of the driver's ranges from ``start`` on, in position order."""
+        pks = search_index.partition_keys(self._store.tenant, resource_type, driver.code, driver.shards)
+        first_range, first_shard, after = start
+        if first_shard >= len(pks) or first_range > len(driver.ranges):
+            raise InvalidCursor  # issued under another shard count (the configuration changed)
+        for index in range(first_range, len(driver.ranges)):
+            key_range = driver.ranges[index]
+            shard = first_shard if index == first_range else 0
+            resume = after if index == first_range else None
+            for sk in chain.from_iterable(self._entries(pks[shard], key_range, resume, limit)):
+                yield index, shard, sk
+            later = [self._entries(pk, key_range, None, limit) for pk in pks[shard + 1 :]]
+            if not later:
+                continue
+            # The next shards' first Queries in parallel: a rare value would otherwise cost one round
+            # trip per shard. Each later Query of a shard is issued only when its entries are needed.
+            with ThreadPoolExecutor(max_workers=len(later)) as pool:
+                heads = list(pool.map(lambda batches: next(batches, []), later))
+            for offset, (head, rest) in enumerate(zip(heads, later, strict=True)):
+                for sk in chain(head, chain.from_iterable(rest)):
+                    yield index, shard + 1 + offset, sk
+
+    def _entries(self, pk: str, key_range: KeyRange, after: str | None, limit: int) -> Iterator[list[str]]:
+        """The sort keys of a range of one partition in order, in batches: the first of ``limit`` entries
+        (a page's worth), then growing to ``_PAGE_READ`` while candidates keep being filtered out."""
+        low = max(key_range.low, after) if after is not None else key_range.low
+        if low > key_range.high:
+            return
+        values: dict[str, Any] = {":pk": {"S": pk}}
+        if low and key_range.high != search_index.HIGHEST:
             condition = "pk = :pk AND sk BETWEEN :lo AND :hi"
-            values[":lo"] = {"S": after}
-        elif prefix:
-            condition = "pk = :pk AND begins_with(sk, :prefix)"
-            values = {":pk": {"S": pk}, ":prefix": {"S": prefix}}
+            values |= {":lo": {"S": low}, ":hi": {"S": key_range.high}}
+        elif low:
+            condition = "pk = :pk AND sk >= :lo"
+            values[":lo"] = {"S": low}
+        elif key_range.high != search_index.HIGHEST:
+            condition = "pk = :pk AND sk <= :hi"
+            values[":hi"] = {"S": key_range.high}
         else:
             condition = "pk = :pk"
-            values = {":pk": {"S": pk}}
         kwargs: dict[str, Any] = {
             "TableName": self._store.table,
             "KeyConditionExpression": condition,
@@ -151,7 +215,7 @@ class DynamoSearch:
 
     def _count(self, request: SearchRequest, driver: _Driver) -> int:
         counting = SearchRequest(request.resource_type, request.criteria, count=_PAGE_READ)
-        return sum(1 for _ in self._matches(counting, driver, (0, None)))
+        return sum(1 for _ in self._matches(counting, driver, (0, 0, None)))
 
     # -- cursors ----------------------------------------------------------------------------
     @staticmethod
@@ -159,21 +223,26 @@ class DynamoSearch:
         return request.resource_type + "?" + "&".join(f"{k}={v}" for k, v in request.link_params)
 
     @staticmethod
-    def _encode(scope: str, position: tuple[int, str]) -> str:
-        token = orjson.dumps({"scope": scope, "range": position[0], "after": position[1]})
+    def _encode(scope: str, position: Position) -> str:
+        token = orjson.dumps(
+            {"scope": scope, "range": position[0], "shard": position[1], "after": position[2]}
+        )
         return base64.urlsafe_b64encode(token).decode().rstrip("=")
 
     @staticmethod
-    def _decode(scope: str, cursor: str) -> tuple[int, str]:
+    def _decode(scope: str, cursor: str) -> tuple[int, int, str]:
         try:
             token = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         except (ValueError, orjson.JSONDecodeError):
             raise InvalidCursor from None
         if not isinstance(token, dict) or token.get("scope") != scope:
             raise InvalidCursor
-        if not isinstance(token.get("range"), int) or not isinstance(token.get("after"), str):
+        position = (token.get("range"), token.get("shard", 0), token.get("after"))
+        if not isinstance(position[0], int) or not isinstance(position[1], int):
             raise InvalidCursor
-        return token["range"], token["after"]
+        if not isinstance(position[2], str) or min(position[0], position[1]) < 0:
+            raise InvalidCursor
+        return position
 
 
 __all__ = ["DynamoSearch", "SearchPage"]

@@ -4,11 +4,15 @@ One item per (resource, parameter, indexed key):
 
     pk  = "{tenant}#{type}?{code}"       every value of one parameter of one type ('?' never occurs in
                                          ids or types, so these never collide with resource partitions)
+          "{tenant}#{type}?{code}#{s}/{n}"  the same, write-sharded n ways (``SearchParameter.shards``):
+                                         shard s = crc32(id) % n, so all entries of one resource for one
+                                         parameter share a shard (docs/architecture.md, hot partitions)
     sk  = "{key}\\x1f{id}"                sorted by the normalized key, then the resource id
     vid = version that last wrote it      so a late cleanup never removes an entry a newer version re-put
 
 Keys by type: string → normalized text; token → ``code\\x1esystem``; reference → ``Type/id`` (or the URL);
-uri → the URI; date → the low bound instant; number/quantity → a sortable decimal. Index entries only
+uri → the URI; date → the low bound instant; number/quantity → a sortable decimal; composite → its
+components' keys joined by ``\\x1d`` (a search narrows on the first component). Index entries only
 *narrow* a search: every candidate is re-checked against its current body (``fhirlake.search.query``), so
 an entry written for a version that never committed, or left behind by an interrupted cleanup, can cost a
 read but never produce a wrong result. Base-table queries are strongly consistent: a client always finds
@@ -18,26 +22,46 @@ what it has just written.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from fhirlake.fhir.types import is_resource_type
-from fhirlake.search.normalize import normalize_string
-from fhirlake.search.parameters import SearchParameter
-from fhirlake.search.query import Criterion
+from fhirlake.search.normalize import format_instant, normalize_string
+from fhirlake.search.parameters import SearchParameter, parameters
+from fhirlake.search.query import Criterion, SearchValue
 from fhirlake.search.values import IndexValue
 
 KEY_END = "\x1f"  # between the indexed key and the id: sorts below every printable character
 PART = "\x1e"
 COMPONENT = "\x1d"  # between the component keys of a composite entry
 MAX_KEY_CHARS = 400  # DynamoDB sort keys are limited to 1 KB; long texts are indexed by their start
+MAX_CODE_RANGES = 50  # a token :in/:below with more codes scans instead of reading one range per code
 HIGHEST = "\U0010ffff"
 _LITERAL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")  # as extract._LITERAL
 
 
 def index_pk(tenant: str, resource_type: str, code: str) -> str:
     return f"{tenant}#{resource_type}?{code}"
+
+
+def shard_of(resource_id: str, shards: int) -> int:
+    # crc32 is stable across processes (unlike hash()): a resource's entries always land in one shard.
+    return zlib.crc32(resource_id.encode()) % shards if shards > 1 else 0
+
+
+def shard_pk(tenant: str, resource_type: str, code: str, shard: int, shards: int) -> str:
+    """The partition of one shard; the shard count is part of the key, so partitions written under
+    another count never mix with these (the re-index job deletes the old layout's partitions)."""
+    base = index_pk(tenant, resource_type, code)
+    return base if shards <= 1 else f"{base}#{shard}/{shards}"
+
+
+def partition_keys(tenant: str, resource_type: str, code: str, shards: int) -> list[str]:
+    """Every partition of a parameter's entries, in shard order (the order a search reads them)."""
+    return [shard_pk(tenant, resource_type, code, s, shards) for s in range(max(shards, 1))]
 
 
 def _sortable_number(value: Decimal) -> str:
@@ -81,10 +105,20 @@ def entries(
     tenant: str, resource_type: str, resource_id: str, values: Iterable[IndexValue]
 ) -> set[tuple[str, str]]:
     out = set()
+    known = parameters(resource_type)
+    pks: dict[str, str] = {}  # per parameter code: this resource's partition
     for value in values:
         key = entry_key(value)
-        if key is not None:
-            out.add((index_pk(tenant, resource_type, value.code), f"{key}{KEY_END}{resource_id}"))
+        if key is None:
+            continue
+        pk = pks.get(value.code)
+        if pk is None:
+            param = known.get(value.code)
+            shards = param.shards if param is not None else 1
+            pk = pks[value.code] = shard_pk(
+                tenant, resource_type, value.code, shard_of(resource_id, shards), shards
+            )
+        out.add((pk, f"{key}{KEY_END}{resource_id}"))
     return out
 
 
@@ -100,6 +134,10 @@ def driver_prefixes(criterion: Criterion) -> list[str] | None:
     for value in criterion.values:
         if kind == "string":
             prefixes.append(normalize_string(value.text or "")[:MAX_KEY_CHARS])
+        elif kind == "token" and value.codes is not None:  # :in/:below/:above: one range per code
+            if criterion.modifier == "not-in" or len(value.codes) > MAX_CODE_RANGES:
+                return None
+            prefixes += [f"{code}{PART}{system}{KEY_END}" for system, code in sorted(value.codes)]
         elif kind == "token":
             if value.code is None:
                 return None
@@ -144,3 +182,147 @@ def _composite_prefixes(criterion: Criterion) -> list[str] | None:
 
 def _first_component(param: SearchParameter) -> SearchParameter:
     return replace(param, code=param.components[0][0], type=param.component_types[0], components=())
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRange:
+    """Sort keys ``low <= sk <= high`` of one index partition ("" = from the start)."""
+
+    low: str
+    high: str
+
+    def __contains__(self, sort_key: str) -> bool:
+        return self.low <= sort_key <= self.high
+
+
+# The widest value an element of each type can cover (a dateTime of year precision spans a year; an instant
+# written to the second, a second). Period and Timing are unbounded: an open-ended Period covers all time.
+_MAX_DATE_SPAN = {
+    "instant": timedelta(seconds=1),
+    "date": timedelta(days=366),
+    "dateTime": timedelta(days=366),
+}
+
+
+def driver_ranges(criterion: Criterion) -> list[KeyRange] | None:
+    """Sort-key ranges whose entries include every match of ``criterion`` (one per OR value), or None
+    when it cannot narrow. Equality-like criteria are sort-key prefixes (:func:`driver_prefixes`); date,
+    number and quantity prefixes become bounds on the indexed low value, a superset of the spec's range
+    semantics (every candidate is still checked with ``query.matches``)."""
+    prefixes = driver_prefixes(criterion)
+    if prefixes is not None:
+        return [KeyRange(p, p + HIGHEST) for p in prefixes]
+    if criterion.modifier is not None or criterion.param.type not in ("date", "number", "quantity"):
+        return None
+    ranges = []
+    for value in criterion.values:
+        bounds = (
+            _date_range(criterion.param, value)
+            if criterion.param.type == "date"
+            else _number_range(criterion.param, value)
+        )
+        if bounds is None:
+            return None
+        ranges.append(bounds)
+    return ranges
+
+
+def _after(key: str) -> str:
+    return f"{key}{KEY_END}{HIGHEST}"  # past every entry whose key is exactly ``key``
+
+
+def _date_range(param: SearchParameter, value: SearchValue) -> KeyRange | None:
+    """Bounds on an entry's key (the value's low instant) for a date criterion (search.html#date)."""
+    low, high, prefix = value.low, value.high, value.prefix
+    if low is None or high is None:
+        return None
+    if prefix == "eq":  # the value lies within [low, high]: it starts in it
+        return KeyRange(low, _after(high))  # an entry 'low\\x1fid' sorts after 'low'
+    if prefix in ("lt", "eb"):  # starts before the range (eb: ends before it, so starts before it too)
+        return KeyRange("", low)
+    if prefix == "le":  # starts before it, or lies within it
+        return KeyRange("", _after(high))
+    if prefix == "sa":
+        return KeyRange(_after(high), HIGHEST)
+    if prefix == "ap":  # starts before the range's end widened by 10% of its distance from now
+        end = _instant(high)
+        # 11%, not 10%: ``matches`` takes "now" a moment later, so the bound must not be tight.
+        widened = _shifted(end, abs(datetime.now(UTC) - end) * 0.11)
+        return KeyRange("", _after(widened)) if widened else None
+    if prefix in ("gt", "ge"):  # ends after the range: starts no earlier than (range end - widest span)
+        span = _widest_span(param)
+        if span is None:
+            return None
+        start = _shifted(_instant(high), -span) or ""
+        return KeyRange(min(start, low) if prefix == "ge" else start, HIGHEST)  # ge: or lies within
+    return None  # ne
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _shifted(moment: datetime, delta: timedelta) -> str | None:
+    """``moment + delta`` as an index key; None past the calendar's ends (years 1..9999)."""
+    try:
+        return format_instant(moment + delta)
+    except OverflowError:
+        return None
+
+
+def _element_types(param: SearchParameter) -> list[str | None]:
+    """The FHIR types a parameter's expression can reach (None where only fhirpathpy knows)."""
+    return [
+        t
+        for part in param.parts
+        for t in (
+            [a.element_type for a in part.alternatives] if part.alternatives is not None else [part.hint]
+        )
+    ]
+
+
+def _widest_span(param: SearchParameter) -> timedelta | None:
+    spans = [_MAX_DATE_SPAN.get(t or "") for t in _element_types(param)]
+    if not spans or None in spans:
+        return None
+    return max(s for s in spans if s is not None)
+
+
+def _number_range(param: SearchParameter, value: SearchValue) -> KeyRange | None:
+    """Bounds on an entry's key (the number, or a Range's low) for number/quantity (search.html#number)."""
+    n, low, high, prefix = value.number, value.number_low, value.number_high, value.prefix
+    if n is None or low is None or high is None:
+        return None
+    if prefix == "eq":
+        return KeyRange(_sortable_number(low), _after(_sortable_number(high)))
+    if prefix in ("lt", "eb"):
+        return KeyRange("", _sortable_number(n))
+    if prefix == "le":
+        return KeyRange("", _after(_sortable_number(n)))
+    if prefix == "ap":
+        return KeyRange("", _after(_sortable_number(n + abs(n) * Decimal("0.1"))))
+    if prefix in ("gt", "sa", "ge") and not _may_hold_range(param):  # a single number: its key is itself
+        return KeyRange(_sortable_number(n), HIGHEST)
+    return None  # ne; gt/ge where a Range's high end may match while its low (the key) does not
+
+
+_SINGLE_NUMBER_TYPES = frozenset(
+    {
+        "decimal",
+        "integer",
+        "positiveInt",
+        "unsignedInt",
+        "Quantity",
+        "SimpleQuantity",
+        "Age",
+        "Count",
+        "Distance",
+        "Duration",
+        "Money",
+    }
+)
+
+
+def _may_hold_range(param: SearchParameter) -> bool:
+    types = _element_types(param)
+    return not types or any(t not in _SINGLE_NUMBER_TYPES for t in types)

@@ -47,7 +47,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from functools import cache, lru_cache
 from typing import Any
 
@@ -60,7 +60,7 @@ from fhirlake.search.normalize import (
     number_bounds,
     number_text,
 )
-from fhirlake.search.parameters import SearchParameter, parameters
+from fhirlake.search.parameters import ExpressionPart, SearchParameter, parameters
 from fhirlake.search.values import IndexValue
 
 __all__ = ["element_values", "evaluate", "index_values", "parameter_values"]
@@ -88,6 +88,11 @@ _iv = lru_cache(maxsize=1 << 16)(IndexValue)
 
 def _walk(root: Any, keys: tuple[str, ...]) -> list[Any]:
     """The values at a JSON key path, lists flattened at every step, nulls dropped."""
+    if len(keys) == 1 and type(root) is dict:  # most paths: one member of the resource
+        value = root.get(keys[0])
+        if value is None:
+            return []
+        return [v for v in value if v is not None] if type(value) is list else [value]
     current = [root]
     for key in keys:
         nxt: list[Any] = []
@@ -122,18 +127,25 @@ def evaluate(sp: SearchParameter, resource: dict[str, Any]) -> list[tuple[Any, s
     """
     out: list[tuple[Any, str | None, str | None]] = []
     for part in sp.parts:
-        if part.alternatives is not None:
-            found = [
-                (v, alt.element_type, alt.implicit_system)
-                for alt in part.alternatives
-                for v in _walk(resource, alt.keys)
-            ]
-        else:
-            found = [(v, part.hint, None) for v in _compiled(part.expression)(resource)]
-        if part.resolve_type is not None:
-            found = [f for f in found if _reference_type(f[0]) == part.resolve_type]
-        out.extend(found)
+        out.extend(_part_elements(part, resource))
     return out
+
+
+Element = tuple[Any, str | None, str | None]  # (element, FHIR type or None, implicit system)
+
+
+def _part_elements(part: ExpressionPart, resource: dict[str, Any]) -> list[Element]:
+    if part.alternatives is not None:
+        found = [
+            (v, alt.element_type, alt.implicit_system)
+            for alt in part.alternatives
+            for v in _walk(resource, alt.keys)
+        ]
+    else:
+        found = [(v, part.hint, None) for v in _compiled(part.expression)(resource)]
+    if part.resolve_type is not None:
+        found = [f for f in found if _reference_type(f[0]) == part.resolve_type]
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -518,9 +530,40 @@ def parameter_values(sp: SearchParameter, resource: dict[str, Any]) -> list[Inde
     else:
         convert = CONVERTERS[sp.type]
         code = sp.code
-        for element, etype, implicit in evaluate(sp, resource):
-            convert(code, element, etype, implicit, out)
+        for part in sp.parts:
+            if part.alternatives is None:
+                for element, etype, implicit in _part_elements(part, resource):
+                    convert(code, element, etype, implicit, out)
+                continue
+            wanted = part.resolve_type  # as evaluate(), without building its tuples (the hot path)
+            for alt in part.alternatives:
+                for element in _walk(resource, alt.keys):
+                    if wanted is None or _reference_type(element) == wanted:
+                        convert(code, element, alt.element_type, alt.implicit_system, out)
     return list(dict.fromkeys(out)) if len(out) > 1 else out
+
+
+_Plan = tuple[tuple[SearchParameter, frozenset[str] | None], ...]
+_PLANS: dict[int, tuple[Mapping[str, SearchParameter], _Plan]] = {}
+
+
+def _plan(params: Mapping[str, SearchParameter]) -> _Plan:
+    """Each parameter of a type with the top-level keys its paths start at (None when a part needs
+    fhirpathpy, which may read anything), built once per parameter table (the registry caches its tables,
+    so the mapping's identity is the key)."""
+    found = _PLANS.get(id(params))
+    if found is not None and found[0] is params:
+        return found[1]
+    plan = []
+    for sp in params.values():
+        alternatives = [alt for part in sp.parts for alt in part.alternatives or ()]
+        native = all(part.alternatives is not None for part in sp.parts)
+        first_keys = frozenset(alt.keys[0] for alt in alternatives if alt.keys)
+        whole = any(not alt.keys for alt in alternatives)
+        plan.append((sp, first_keys if native and not whole else None))
+    built = tuple(plan)
+    _PLANS[id(params)] = (params, built)
+    return built
 
 
 def index_values(resource: dict[str, Any], *, strict: bool = False) -> list[IndexValue]:
@@ -533,11 +576,13 @@ def index_values(resource: dict[str, Any], *, strict: bool = False) -> list[Inde
     if not isinstance(rtype, str):
         raise ValueError("not a FHIR resource (no resourceType)")
     try:
-        params: Iterable[SearchParameter] = parameters(rtype).values()
+        params = parameters(rtype)
     except KeyError:
         raise ValueError(f"not an R4 resource type: {rtype!r}") from None
     out: Out = []
-    for sp in params:
+    for sp, first_keys in _plan(params):
+        if first_keys is not None and first_keys.isdisjoint(resource):
+            continue  # every path starts at a key the resource does not have: nothing to find
         try:
             out.extend(parameter_values(sp, resource))
         except Exception:

@@ -6,18 +6,24 @@ official R4 SearchParameter bundle; loaded lazily, one resource type at a time.
 Every parameter of a type includes the common ones (``_id``, ``_lastUpdated``, ``_tag``, ``_profile``,
 ``_security``, ``_source``); those without an expression (``_text``, ``_content``, ``_query``) and the
 ``special`` ones (``Location.near``) are listed by :func:`unsupported` with the reason instead.
+
+:func:`parameters` is the single source of truth for what a deployment searches: it applies the
+deployment's index configuration (``fhirlake.search.config``), so a parameter the configuration leaves out
+is unknown to the parser (strict: 400; lenient: a warning), absent from ``/metadata`` and never written to
+the index. :func:`all_parameters` is the unfiltered R4 registry.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
 from fhirlake.fhir.types import is_resource_type
+from fhirlake.search.config import IndexConfig, active_config
 
 _TABLES = resources.files("fhirlake") / "data" / "r4" / "search"
 
@@ -78,6 +84,7 @@ class SearchParameter:
     comparators: tuple[str, ...] = ()  # prefixes the definition lists (date/number/quantity)
     multiple_or: bool = True
     parts: tuple[ExpressionPart, ...] = ()
+    shards: int = 1  # index partitions its entries are spread over (``fhirlake.search.config``)
 
 
 def _alternative(raw: list[Any]) -> PathAlternative:
@@ -123,16 +130,41 @@ def _table(resource_type: str) -> tuple[MappingProxyType[str, SearchParameter], 
     return MappingProxyType(params), MappingProxyType(doc["unsupported"])
 
 
-def parameters(resource_type: str) -> MappingProxyType[str, SearchParameter]:
-    """code -> SearchParameter for a resource type (incl. the common Resource/DomainResource ones).
+def all_parameters(resource_type: str) -> MappingProxyType[str, SearchParameter]:
+    """code -> SearchParameter of every R4 parameter fhirlake can index for a resource type (including
+    the common Resource/DomainResource ones), whatever this deployment's configuration.
 
     KeyError for a name that is not an R4 resource type.
     """
     return _table(resource_type)[0]
 
 
+def parameters(resource_type: str) -> MappingProxyType[str, SearchParameter]:
+    """code -> SearchParameter for the parameters this deployment indexes (and so supports) for a type.
+
+    KeyError for a name that is not an R4 resource type.
+    """
+    return _configured(resource_type, active_config())
+
+
+@cache
+def _configured(resource_type: str, config: IndexConfig) -> MappingProxyType[str, SearchParameter]:
+    def with_shards(sp: SearchParameter) -> SearchParameter:
+        shards = config.shard_count(sp)
+        return sp if shards == sp.shards else replace(sp, shards=shards)
+
+    return MappingProxyType(
+        {
+            code: with_shards(sp)
+            for code, sp in all_parameters(resource_type).items()
+            if config.indexes(resource_type, code)
+        }
+    )
+
+
 def parameter(resource_type: str, code: str) -> SearchParameter | None:
-    """The parameter ``code`` of ``resource_type``; None if it has none (or the parameter is unsupported)."""
+    """The parameter ``code`` of ``resource_type``; None if it has none (or it is unsupported, or this
+    deployment does not index it)."""
     return parameters(resource_type).get(code)
 
 
