@@ -6,6 +6,8 @@ fhirlake invoke api EVENT.json   run a Lambda handler on a sample event against 
 fhirlake view run VIEW INPUT...  run a SQL on FHIR v2 ViewDefinition over NDJSON / Bundle files
 fhirlake sql "SELECT ..."        Athena (Trino) SQL over the lake: DuckDB locally, --athena in the cloud
 fhirlake trend ...               disease-progression charts (one patient, or a population) as PNG / HTML
+fhirlake lake backfill|compact|erase --patient ID   maintain the analytics lake of the running store
+fhirlake reindex                 rebuild the search index after the indexed parameters changed
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import time
 from pathlib import Path
 
 from fhirlake import topology
+from fhirlake.local.state import STATE_FILE, NoLocalStore, add_store_arguments, use_local_store
 
 DEFAULT_SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "synthea"
-STATE = Path(os.environ.get("FHIRLAKE_STATE", ".fhirlake/local.json"))  # endpoints of a running serve
 
 
 def import_samples(endpoint: str, folder: Path) -> tuple[int, int]:
@@ -46,7 +48,8 @@ def import_samples(endpoint: str, folder: Path) -> tuple[int, int]:
 
 
 def import_files(args: argparse.Namespace) -> int:
-    from fhirlake.ingest.local_client import LocalImport, expand, progress_bar, read_state, tiers
+    from fhirlake.ingest.local_client import LocalImport, expand, progress_bar, tiers
+    from fhirlake.local.state import read_state
 
     state = read_state(args.state) or {}
     endpoint = args.endpoint or state.get("aws_endpoint")
@@ -106,8 +109,8 @@ def import_files(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from fhirlake.ingest.local_client import read_state, write_state
     from fhirlake.local.runtime import LocalRuntime
+    from fhirlake.local.state import read_state, write_state
 
     started = time.monotonic()
     runtime = LocalRuntime(port=args.port, moto_port=args.moto_port, access_log=args.access_log).start()
@@ -122,6 +125,8 @@ def serve(args: argparse.Namespace) -> int:
         "table": resources.table_name,
         "landing": resources.buckets[topology.LANDING_BUCKET.role],
         "results": resources.buckets[topology.RESULTS_BUCKET.role],
+        # What the handlers get: `fhirlake sql|trend|lake|reindex` give their own process the same.
+        "environment": resources.environment(),
     }
     try:
         write_state(args.state, state)
@@ -170,6 +175,19 @@ def invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def reindex(args: argparse.Namespace) -> int:
+    from fhirlake.service.reindex import run_reindex
+
+    try:
+        use_local_store(args.state, args.endpoint)
+    except NoLocalStore as error:
+        print(error, file=sys.stderr)
+        return 2
+    report = run_reindex(segments=args.segments)  # no deadline: runs to the end
+    print(json.dumps(report.as_dict(), indent=2))
+    return 0 if report.status in ("done", "up-to-date") else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fhirlake", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -189,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         "--access-log", action="store_true", help="print one line per request (no query strings)"
     )
     p_serve.add_argument(
-        "--state", type=Path, default=STATE, help="where to write the endpoints (for import)"
+        "--state", type=Path, default=STATE_FILE, help="where to write the endpoints (for import)"
     )
     p_serve.set_defaults(func=serve)
 
@@ -198,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_import.add_argument("paths", nargs="+", type=Path, help="files or folders (.ndjson[.gz], .json[.gz])")
     p_import.add_argument("--wait", action="store_true", help="wait for the jobs and print a summary")
-    p_import.add_argument("--endpoint", help="AWS endpoint of the local store (default: from --state)")
-    p_import.add_argument("--state", type=Path, default=STATE, help="state file written by `fhirlake serve`")
+    add_store_arguments(p_import)
     p_import.add_argument("--prefix", default="", help="key prefix in the landing bucket")
     p_import.add_argument("--force", action="store_true", help="import even files already imported")
     p_import.add_argument("--validation", choices=["strict", "structure-only", "minimal"])
@@ -211,14 +228,27 @@ def main(argv: list[str] | None = None) -> int:
     p_invoke.add_argument("event", help="path to a Lambda event JSON file (see events/)")
     p_invoke.set_defaults(func=invoke)
 
+    p_reindex = commands.add_parser(
+        "reindex", help="rebuild the search index of the running store after FHIRLAKE_SEARCH_CONFIG changed"
+    )
+    p_reindex.add_argument("--segments", type=int, default=4, help="parallel Scan segments")
+    add_store_arguments(p_reindex)
+    p_reindex.set_defaults(func=reindex)
+
     from fhirlake.analytics import cli as analytics_cli
+    from fhirlake.lake import cli as lake_cli
     from fhirlake.views import cli as views_cli
 
     views_cli.register(commands)
     analytics_cli.register(commands)
+    lake_cli.register(commands)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

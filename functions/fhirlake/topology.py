@@ -258,7 +258,16 @@ REINDEX_FUNCTION = FunctionSpec(
     env=(RESOURCE_TABLE.env_var, BLOB_BUCKET.env_var),
 )
 ANALYTICS_FUNCTIONS = (LAKE_FUNCTION, LAKE_MAINTENANCE_FUNCTION, ANALYTICS_FUNCTION)
-FUNCTIONS = (API_FUNCTION, IMPORT_FUNCTION)
+FUNCTIONS = (API_FUNCTION, IMPORT_FUNCTION, *ANALYTICS_FUNCTIONS)
+IMPORT_DEAD_LETTER_FUNCTION = FunctionSpec(
+    role="import-dead-letter",
+    handler="handlers.bulk_import.dead_letter_handler",
+    purpose="Reports the lines of import chunks that exhausted their retries and finishes their jobs.",
+    trigger=f"dead-letter:{IMPORT_QUEUE.role}",  # SQS event source on the queue's dead-letter queue
+    memory_mb=1024,
+    timeout_seconds=300,
+    env=IMPORT_FUNCTION.env,
+)
 
 # Non-resource settings read from the environment (see fhirlake.config).
 ENV_TENANT = "FHIRLAKE_TENANT"

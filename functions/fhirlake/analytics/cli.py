@@ -25,9 +25,7 @@ from typing import Any, TextIO
 from fhirlake import topology
 from fhirlake.analytics.engine import QueryError, QueryResult, SqlEngine, jsonable
 from fhirlake.fhir.outcome import FhirError
-
-STATE = Path(os.environ.get("FHIRLAKE_STATE", ".fhirlake/local.json"))
-LOCAL_REGION = "us-east-1"
+from fhirlake.local.state import NoLocalStore, add_store_arguments, use_local_store
 
 
 def register(subparsers: Any) -> None:
@@ -56,8 +54,7 @@ def register(subparsers: Any) -> None:
 
 def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--athena", action="store_true", help="use Athena in AWS instead of the local store")
-    parser.add_argument("--endpoint", help="AWS endpoint of the local store (default: from --state)")
-    parser.add_argument("--state", type=Path, default=STATE, help="state file written by `fhirlake serve`")
+    add_store_arguments(parser)
     parser.add_argument("--database", help="Glue database (default: $FHIRLAKE_GLUE_DATABASE or fhirlake)")
     parser.add_argument("--workgroup", help="Athena workgroup (default: $FHIRLAKE_ATHENA_WORKGROUP)")
 
@@ -88,7 +85,7 @@ def run_sql(args: argparse.Namespace) -> int:
             print("Give a SQL statement, --query NAME or --list", file=sys.stderr)
             return 2
         result = _engine(args).run(statement, max_rows=args.max_rows)
-    except (QueryError, _NoStore) as error:
+    except (QueryError, NoLocalStore) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     write_result(result, args.format, sys.stdout)
@@ -117,7 +114,7 @@ def run_trend(args: argparse.Namespace) -> int:
     except FhirError as error:
         print(f"error: {'; '.join(i.diagnostics for i in error.issues)}", file=sys.stderr)
         return 1
-    except (QueryError, _NoStore) as error:
+    except (QueryError, NoLocalStore) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.out is None:
@@ -175,10 +172,6 @@ def _text(value: Any) -> str:
 
 
 # -- connections ------------------------------------------------------------------------------------
-class _NoStore(Exception):
-    pass
-
-
 def _pair(item: str) -> tuple[str, str]:
     name, equals, value = item.partition("=")
     if not equals:
@@ -188,27 +181,9 @@ def _pair(item: str) -> tuple[str, str]:
 
 def _local_environment(args: argparse.Namespace) -> dict[str, Any]:
     """Point this process's AWS SDK at the running local store, as the local runtime does for handlers."""
-    from fhirlake.ingest.local_client import read_state
-
-    state = read_state(args.state) or {}
-    endpoint = args.endpoint or state.get("aws_endpoint")
-    if not endpoint:
-        raise _NoStore(
-            f"No running fhirlake found ({args.state} is missing): start `make run`, or pass --endpoint"
-        )
-    catalog = topology.ANALYTICS_CATALOG
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_DEFAULT_REGION": LOCAL_REGION,
-            topology.RESOURCE_TABLE.env_var: state.get("table", topology.RESOURCE_TABLE.local_name),
-            topology.BLOB_BUCKET.env_var: state.get("blobs", topology.BLOB_BUCKET.local_name),
-            catalog.env_var: args.database or state.get("glue_database") or catalog.local_name,
-            topology.ENV_SQL_ENGINE: "duckdb",
-        }
-    )
+    state = use_local_store(args.state, args.endpoint)
+    if args.database:
+        os.environ[topology.ANALYTICS_CATALOG.env_var] = args.database
     return state
 
 

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -17,22 +15,9 @@ import boto3
 from fhirlake import topology
 from fhirlake.ingest.jobs import TERMINAL, JobStore, job_id_for, job_view
 
-STATE_FILE = Path(os.environ.get("FHIRLAKE_STATE", ".fhirlake/local.json"))
 SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
 # Targets of conditional references (Synthea): imported (and waited for) before everything else.
 REFERENCE_TARGETS = {"Organization", "Location", "Practitioner", "PractitionerRole"}
-
-
-def write_state(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(state, indent=2))
-
-
-def read_state(path: Path = STATE_FILE) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def expand(paths: Iterable[Path]) -> list[Path]:

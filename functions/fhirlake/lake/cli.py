@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
-from fhirlake.ingest.local_client import STATE_FILE, read_state
+from fhirlake.local.state import NoLocalStore, add_store_arguments, use_local_store
 
 
 def register(subparsers: Any) -> None:
@@ -32,26 +30,18 @@ def register(subparsers: Any) -> None:
     erase.add_argument("--patient", required=True, help="the Patient id")
     erase.set_defaults(func=run_erase)
     for command in (backfill, compact, erase):
-        command.add_argument("--endpoint", help="AWS endpoint of the local store (default: from --state)")
-        command.add_argument("--state", type=Path, default=STATE_FILE, help="state file of `fhirlake serve`")
+        add_store_arguments(command)
 
 
 def _local_lake(args: argparse.Namespace) -> Any:
     from fhirlake.lake.bootstrap import LakeSettings, build_lake
 
-    endpoint = args.endpoint or (read_state(args.state) or {}).get("aws_endpoint")
-    if not endpoint:
-        print(
-            f"No running fhirlake found ({args.state} is missing): start `make run`, or pass --endpoint",
-            file=sys.stderr,
-        )
+    try:
+        use_local_store(args.state, args.endpoint)
+    except NoLocalStore as error:
+        print(error, file=sys.stderr)
         return None
-    # The SDK's standard configuration points every client at the local endpoint, as in the runtime.
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
-    for name, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local")):
-        os.environ.setdefault(name, value)
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    return build_lake(LakeSettings.local())
+    return build_lake(LakeSettings.from_env())
 
 
 def run_backfill(args: argparse.Namespace) -> int:

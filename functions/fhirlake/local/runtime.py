@@ -20,11 +20,10 @@ import boto3
 from fhirlake import topology
 from fhirlake.local.dispatcher import ScheduledInvoker, SqsPoller, StreamPoller
 from fhirlake.local.http_front import HttpFront, Route
+from fhirlake.local.lambda_context import LocalLambdaContext
 from fhirlake.local.moto_server import MotoServer
 from fhirlake.local.provision import Provisioned, provision
-
-LOCAL_REGION = "us-east-1"
-_LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+from fhirlake.local.state import LOCAL_CREDENTIALS, LOCAL_REGION
 
 
 def free_port() -> int:
@@ -81,7 +80,7 @@ class LocalRuntime:
         self.resources = provision(self.session(), self.moto_url)
         # The handlers read exactly the variables the CDK sets on the Lambda functions; the SDK's
         # standard AWS_ENDPOINT_URL sends their calls to moto.
-        os.environ.update(_LOCAL_CREDENTIALS)
+        os.environ.update(LOCAL_CREDENTIALS)
         os.environ.update(
             {
                 "AWS_DEFAULT_REGION": LOCAL_REGION,
@@ -103,6 +102,7 @@ class LocalRuntime:
     def _start_functions(self) -> None:
         assert self.resources is not None
         routes: list[Route] = []
+        after_deploy: list[tuple[Callable[[dict[str, Any], Any], Any], topology.FunctionSpec]] = []
         for function in topology.FUNCTIONS:
             handler = load_handler(function.handler)
             name = f"fhirlake-{function.role}"
@@ -113,24 +113,35 @@ class LocalRuntime:
             elif kind == "schedule":
                 self.schedules[function.role] = ScheduledInvoker(handler, name, target, LOCAL_REGION)
                 self._pollers.append(self.schedules[function.role])
-            elif kind == "queue":
+            elif kind in ("queue", "dead-letter"):
+                urls = self.resources.queue_urls if kind == "queue" else self.resources.dead_letter_urls
                 sqs = self.client("sqs")
-                url = self.resources.queue_urls[target]
-                arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-                    "QueueArn"
-                ]
-                self._pollers.append(SqsPoller(sqs, url, arn, handler, function.role, region=LOCAL_REGION))
-            elif kind == "stream" and self.resources.table_stream_arn:
+                arn = sqs.get_queue_attributes(QueueUrl=urls[target], AttributeNames=["QueueArn"])[
+                    "Attributes"
+                ]["QueueArn"]
+                self._pollers.append(SqsPoller(sqs, urls[target], arn, handler, name, region=LOCAL_REGION))
+            elif kind == "stream":
+                assert self.resources.table_stream_arn, "the resource table has a stream (topology)"
                 self._pollers.append(
                     StreamPoller(
                         self.client("dynamodbstreams"),
                         self.resources.table_stream_arn,
                         handler,
-                        function.role,
+                        name,
                         region=LOCAL_REGION,
                         event_filter=function.stream_filter,
                     )
                 )
+            elif kind == "deploy":
+                after_deploy.append((handler, function))
+            else:
+                raise ValueError(f"function {function.role!r}: unknown trigger {function.trigger!r}")
+        # As the CDK triggers do after a deployment (a fresh local table makes them quick).
+        for handler, function in after_deploy:
+            context = LocalLambdaContext(
+                function_name=f"fhirlake-{function.role}", timeout_seconds=function.timeout_seconds
+            )
+            handler({}, context)
         self._front = HttpFront(routes, self._host, self._port, self._access_log)
         self._front.start()
         for poller in self._pollers:
