@@ -14,8 +14,10 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from fhirlake.search import config as index_config
 from fhirlake.validation import ValidationLevel
 
 
@@ -52,7 +54,10 @@ DEFAULTS: dict[str, Any] = {
     "athenaScanLimitGb": 10,
     "queryResultsExpirationDays": 30,
     "lakeNoncurrentVersionDays": 7,
+    "searchConfig": None,
 }
+# searchConfig paths are relative to the CDK app (app.py, cdk.json), wherever the CLI is started from.
+APP_DIR = Path(__file__).resolve().parents[1]
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
@@ -91,6 +96,8 @@ class Config:
     athena_scan_limit_gb: int  # per-query bytes-scanned cutoff of the workgroup
     query_results_expiration_days: int
     lake_noncurrent_version_days: int
+    # The search index configuration (fhirlake.search.config) as minified JSON; None = every R4 parameter.
+    search_config: str | None = None
 
     @property
     def retain(self) -> bool:
@@ -111,6 +118,20 @@ class Config:
     @property
     def athena_scan_limit_bytes(self) -> int:
         return self.athena_scan_limit_gb * BYTES_PER_GB
+
+    def search_layout_digest(self) -> str:
+        """Digest of the search index layout this configuration deploys: the indexed parameters, their
+        expressions and shard counts and the key layout version, exactly what the re-index job compares
+        with what the table holds (``fhirlake.service.reindex``). A deployment that changes it re-runs
+        the job."""
+        from fhirlake.service import reindex  # pulls in the persistence layer: only when asked
+
+        config = index_config.load_config(self.search_config)
+        index_config.use_config(config)
+        try:
+            return reindex.layout_digest(reindex.target_layout())
+        finally:
+            index_config.use_config(None)  # back to the environment's (the synth process has none)
 
 
 def load_config(context: Callable[[str], Any] | Mapping[str, Any], environ: Mapping[str, str]) -> Config:
@@ -182,6 +203,7 @@ def load_config(context: Callable[[str], Any] | Mapping[str, Any], environ: Mapp
         lake_noncurrent_version_days=_int(
             "lakeNoncurrentVersionDays", value("lakeNoncurrentVersionDays"), minimum=1
         ),
+        search_config=_search_config(value("searchConfig")),
     )
 
 
@@ -201,6 +223,21 @@ def _regions(raw: Any) -> tuple[str, ...]:
         if not _REGION.match(region):
             raise ConfigError(f"allowedRegions: {region!r} is not an AWS region name (e.g. eu-west-1)")
     return regions
+
+
+def _search_config(raw: Any) -> str | None:
+    """The file's configuration, validated as the functions will load it, as minified JSON."""
+    text = "" if raw is None else str(raw).strip()
+    if not text:
+        return None
+    path = APP_DIR / text  # an absolute path stays as it is
+    if not path.is_file():
+        raise ConfigError(f"searchConfig={text!r}: no such file ({path})")
+    try:
+        index_config.load_config(str(path))  # what every function does at its cold start
+    except ValueError as exc:
+        raise ConfigError(f"searchConfig={text!r}: {exc}") from None
+    return json.dumps(json.loads(path.read_text()), separators=(",", ":"), sort_keys=True)
 
 
 def _name(key: str, raw: Any) -> str:

@@ -258,7 +258,6 @@ REINDEX_FUNCTION = FunctionSpec(
     env=(RESOURCE_TABLE.env_var, BLOB_BUCKET.env_var),
 )
 ANALYTICS_FUNCTIONS = (LAKE_FUNCTION, LAKE_MAINTENANCE_FUNCTION, ANALYTICS_FUNCTION)
-FUNCTIONS = (API_FUNCTION, IMPORT_FUNCTION, *ANALYTICS_FUNCTIONS)
 IMPORT_DEAD_LETTER_FUNCTION = FunctionSpec(
     role="import-dead-letter",
     handler="handlers.bulk_import.dead_letter_handler",
@@ -267,6 +266,13 @@ IMPORT_DEAD_LETTER_FUNCTION = FunctionSpec(
     memory_mb=1024,
     timeout_seconds=300,
     env=IMPORT_FUNCTION.env,
+)
+FUNCTIONS = (
+    API_FUNCTION,
+    IMPORT_FUNCTION,
+    IMPORT_DEAD_LETTER_FUNCTION,
+    *ANALYTICS_FUNCTIONS,
+    REINDEX_FUNCTION,
 )
 
 # Non-resource settings read from the environment (see fhirlake.config).

@@ -33,9 +33,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     report = run_reindex(segments=segments, deadline=time.monotonic() + budget)  # past: one step
     logger.info("reindex", extra=report.as_dict())
     if report.status == "in-progress":
-        aws_client("lambda").invoke(
-            FunctionName=context.invoked_function_arn,
-            InvocationType="Event",
-            Payload=orjson.dumps({"segments": segments}),
-        )
+        lambda_client = aws_client("lambda")
+        try:
+            lambda_client.invoke(
+                FunctionName=context.invoked_function_arn,
+                InvocationType="Event",
+                Payload=orjson.dumps({"segments": segments}),
+            )
+        except lambda_client.exceptions.ResourceNotFoundException:
+            # This version was replaced by a deployment (old versions are deleted): the new version's
+            # trigger run resumes the job from the checkpoint.
+            logger.info("reindex continues in the deployed version")
     return report.as_dict()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -20,7 +20,7 @@ from infra import bundling
 from infra.config import LOG_RETENTION_DAYS
 from infra.constructs import pascal
 from infra.constructs.analytics import AnalyticsCatalog
-from infra.constructs.triggers import FAILURE_HANDLING, parse_trigger
+from infra.constructs.triggers import FAILURE_HANDLING, SELF_INVOKING, parse_trigger
 from infra.nag import regex, suppress
 
 # Exactly what the handlers do; no Scan, no stream reads, no DescribeTable. Transactions need the
@@ -36,6 +36,18 @@ TABLE_ACTIONS = (
     "dynamodb:ConditionCheckItem",
 )
 READ_TABLE_ACTIONS = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
+# The re-index job (fhirlake.service.reindex): reads its checkpoint and layout items, Scans the
+# current-version items, Queries index partitions to empty them, batch-writes/deletes entries and updates
+# its checkpoint. No transactions, no BatchGetItem, and only base-table calls.
+REINDEX_TABLE_ACTIONS = (
+    "dynamodb:Scan",
+    "dynamodb:Query",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+)
 # Per-function table access where a function needs other than TABLE_ACTIONS: the lake consumes the
 # table's stream (read access granted by its event source mapping) and never touches items; analytics
 # reads resources (patient trends go through the service layer) and never writes; lake maintenance
@@ -45,7 +57,10 @@ TABLE_ACCESS = {
     topology.LAKE_FUNCTION.role: (),
     topology.ANALYTICS_FUNCTION.role: READ_TABLE_ACTIONS,
     topology.LAKE_MAINTENANCE_FUNCTION.role: ("dynamodb:Scan",),
+    topology.REINDEX_FUNCTION.role: REINDEX_TABLE_ACTIONS,
 }
+# Functions that never touch the table's GSIs: their table access names the table only, not "index/*".
+BASE_TABLE_ONLY = frozenset({topology.REINDEX_FUNCTION.role})
 # Objects only: no version deletes (versioning is the recovery path), no bucket configuration.
 OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
 READ_OBJECT_ACTIONS = ("s3:GetObject",)
@@ -79,6 +94,8 @@ BUCKET_ACTIONS = {
     (topology.LAKE_MAINTENANCE_FUNCTION.role, topology.BLOB_BUCKET.role): READ_OBJECT_ACTIONS,  # backfill
     (topology.ANALYTICS_FUNCTION.role, topology.BLOB_BUCKET.role): READ_OBJECT_ACTIONS,
     (topology.ANALYTICS_FUNCTION.role, topology.LAKE_BUCKET.role): READ_OBJECT_ACTIONS,
+    # re-index: the bodies of versions too large for their item (entries are extracted from them)
+    (topology.REINDEX_FUNCTION.role, topology.BLOB_BUCKET.role): READ_OBJECT_ACTIONS,
     (topology.ANALYTICS_FUNCTION.role, topology.QUERY_RESULTS_BUCKET.role): (
         "s3:GetObject",
         "s3:PutObject",
@@ -101,6 +118,8 @@ BUCKET_LEVEL_ACCESS = {
         "s3:GetBucketLocation",
         "s3:ListBucketMultipartUploads",
     ),
+    # re-index reads blobs its items point to: a missing one is an error either way (403 or 404)
+    (topology.REINDEX_FUNCTION.role, topology.BLOB_BUCKET.role): (),
 }
 # Glue Data Catalog access of each function that names the catalog's env var (synth fails without an
 # entry). The lake registers a table (and view) per resource type when its first version arrives and
@@ -145,6 +164,14 @@ POWERTOOLS_ENV = {
 # Environment a dependency extra needs on Lambda: matplotlib caches fonts under $HOME, which is
 # read-only there (it would warn and pick a new temporary directory on every cold start).
 EXTRA_ENVIRONMENT = {"charts": {"MPLCONFIGDIR": "/tmp/matplotlib"}}
+# A partition, region or account inside an ARN as cdk-nag renders it: literal, or a pseudo parameter
+# ("<AWS::Region>") in an environment-agnostic stack.
+_ARN_PART = r"(?:<AWS::[A-Za-z]+>|[^:<>]+)"
+# Lambda refuses a function whose environment variables (names and values) exceed 4 KB in total.
+LAMBDA_ENVIRONMENT_BYTES = 4096
+# What a deployed name or URL (a token at synth) may take: generated table/bucket names and queue URLs
+# are well under this.
+TOKEN_VALUE_BYTES = 128
 
 
 @dataclass(frozen=True)
@@ -166,6 +193,10 @@ class FunctionSettings:
     log_retention_days: int
     reserved_concurrency: int | None
     removal_policy: RemovalPolicy
+    # ``<stackPrefix>-<stage>``: names the functions that need a name known before they exist
+    name_prefix: str = "fhirlake"
+    # The search index configuration (minified JSON) of every function using the table; None = default.
+    search_config: str | None = None
 
 
 def resource_environment(data: DataResources) -> dict[str, str]:
@@ -185,7 +216,9 @@ class Functions(Construct):
     read/write on the table items (and its indexes), a bucket's env var read/write on that bucket's
     objects, a queue's env var send on that queue, the Glue database's env var its CATALOG_ACTIONS, the
     Athena workgroup's env var the right to run queries there, and then encrypt/decrypt on the data key
-    they are all encrypted with. Nothing else (see TABLE_ACCESS, BUCKET_ACTIONS, KEY_ACTIONS).
+    they are all encrypted with; a self-invoking (deploy) function may invoke itself, by its fixed name.
+    Nothing else (see TABLE_ACCESS, BUCKET_ACTIONS, KEY_ACTIONS). Every function using the table gets the
+    deployment's search index configuration (``FHIRLAKE_SEARCH_CONFIG``) when one is set.
     """
 
     def __init__(
@@ -250,15 +283,33 @@ class Functions(Construct):
         )
         if topology.ANALYTICS_CATALOG.workgroup_env_var in spec.env:
             environment[topology.ENV_SQL_ENGINE] = "athena"  # DuckDB is the local runtime's engine only
+        if settings.search_config is not None and topology.RESOURCE_TABLE.env_var in spec.env:
+            # Everything that writes index entries, searches or re-indexes must see the same parameters.
+            environment[topology.ENV_SEARCH_CONFIG] = settings.search_config
         for extra in spec.extras:
             environment.update(EXTRA_ENVIRONMENT.get(extra, {}))
+        check_environment_size(spec, environment)
+        kind = parse_trigger(spec).kind
         reserved = settings.reserved_concurrency
-        if reserved is not None and parse_trigger(spec).kind == "schedule":
-            # Scheduled upkeep (lake compaction, erasure, backfill) must never run twice at once.
+        if reserved is not None and kind in ("schedule", "deploy"):
+            # Scheduled upkeep (lake compaction, erasure, backfill) and deploy-time jobs (re-index) must
+            # never run twice at once.
             reserved = 1
+        # A self-invoking function's policy must name the function itself. Its ARN attribute would make
+        # the role's policy depend on the function, which already depends on its role (and policy): a
+        # circular dependency. So its name is fixed here and the ARN built from it.
+        function_name = f"{settings.name_prefix}-{spec.role}" if kind in SELF_INVOKING else None
+        # The deploy trigger invokes the current version, so each deployment that changes the function adds
+        # one; old ones are deleted with the deployment (each would otherwise keep its code, ~30 MB, in the
+        # region's 75 GB Lambda code storage forever).
+        versions = (
+            lambda_.VersionOptions(removal_policy=RemovalPolicy.DESTROY) if kind in SELF_INVOKING else None
+        )
         function = lambda_.Function(
             scope,
             "Function",
+            function_name=function_name,
+            current_version_options=versions,
             description=spec.purpose,
             runtime=bundling.LAMBDA_RUNTIME,
             architecture=bundling.LAMBDA_ARCHITECTURE,
@@ -274,6 +325,8 @@ class Functions(Construct):
         )
 
         self._grant(spec, data, role)
+        if function_name is not None:
+            self._grant_self_invoke(role, function_name)
         self._suppressions(spec, function, role, settings)
         self.functions[spec.role] = function
         self.log_groups[spec.role] = log_group
@@ -284,7 +337,11 @@ class Functions(Construct):
         for name in spec.env:
             if name == topology.RESOURCE_TABLE.env_var:
                 table_actions = TABLE_ACCESS.get(spec.role, TABLE_ACTIONS)
-                if table_actions:
+                if table_actions and spec.role in BASE_TABLE_ONLY:
+                    role.add_to_principal_policy(
+                        iam.PolicyStatement(actions=list(table_actions), resources=[data.table.table_arn])
+                    )
+                elif table_actions:
                     data.table.grant(role, *table_actions)  # table + its "index/*"
                 uses_data = True
             for bucket_spec in topology.BUCKETS:
@@ -296,9 +353,10 @@ class Functions(Construct):
                         iam.PolicyStatement(actions=list(actions), resources=[bucket.arn_for_objects("*")])
                     )
                     bucket_actions = BUCKET_LEVEL_ACCESS.get(access, BUCKET_LEVEL_ACTIONS)
-                    role.add_to_principal_policy(
-                        iam.PolicyStatement(actions=list(bucket_actions), resources=[bucket.bucket_arn])
-                    )
+                    if bucket_actions:
+                        role.add_to_principal_policy(
+                            iam.PolicyStatement(actions=list(bucket_actions), resources=[bucket.bucket_arn])
+                        )
                     uses_data = True
             if name == topology.ANALYTICS_CATALOG.env_var:
                 data.catalog.grant_catalog(role, CATALOG_ACTIONS[spec.role])
@@ -322,6 +380,21 @@ class Functions(Construct):
                     conditions={"StringEquals": {"events:source": EVENT_SOURCES[spec.role]}},
                 )
             )
+
+    @staticmethod
+    def _grant_self_invoke(role: iam.IRole, function_name: str) -> None:
+        """``lambda:InvokeFunction`` on this function only: unqualified (an invocation by hand) and any of
+        its versions (the deploy trigger invokes the current version, and the function re-invokes the ARN
+        it was invoked with, so a job runs to its end on the code and configuration it started with)."""
+        arn = Stack.of(role).format_arn(
+            service="lambda",
+            resource="function",
+            resource_name=function_name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[arn, f"{arn}:*"])
+        )
 
     @staticmethod
     def _suppressions(
@@ -348,6 +421,10 @@ class Functions(Construct):
              "and ViewDefinition, so their names are unknown at deploy time; 'table/<database>/*' covers "
              "the tables of fhirlake's one database only.",
              [regex(r"^Resource::arn:[^:]+:glue:[^:]+:[^:]+:table\/[a-z0-9_]+\/\*$")]),
+            ("AwsSolutions-IAM5", "A self-invoking function (a deploy-time job that continues in a new "
+             "invocation) may invoke any version of itself: 'function:<its own name>:*' covers the "
+             "versions and aliases of this one function, whose version numbers are assigned at deploy time.",
+             [regex(rf"^Resource::arn:{_ARN_PART}:lambda:{_ARN_PART}:{_ARN_PART}:function:[a-z0-9-]+:\*$")]),
             ("AwsSolutions-IAM5", "Object-level S3 permissions apply to the objects of the one bucket "
              "the function is configured with ('<bucket arn>/*'); keys are resource ids, unknown in advance.",
              [regex(r"^Resource::(?!arn:[^:]+:glue:)(?!.*\/index\/\*$).*\/\*$")]),
@@ -376,3 +453,25 @@ class Functions(Construct):
                  "(-c reservedConcurrency=N): reserving it on a new account (default limit 10) fails the "
                  "deployment. API Gateway stage throttling bounds the request rate instead."),
             )  # fmt: skip
+
+
+def check_environment_size(spec: topology.FunctionSpec, environment: Mapping[str, str]) -> None:
+    """Fail the synth, not the deployment, when the environment cannot fit Lambda's 4 KB."""
+    size = sum(
+        len(name.encode()) + (TOKEN_VALUE_BYTES if Token.is_unresolved(value) else len(value.encode()))
+        for name, value in environment.items()
+    )
+    if size <= LAMBDA_ENVIRONMENT_BYTES:
+        return
+    hint = ""
+    if topology.ENV_SEARCH_CONFIG in environment:
+        hint = (
+            f" The search configuration (searchConfig) alone takes "
+            f"{len(environment[topology.ENV_SEARCH_CONFIG].encode())} bytes: shorten it with wildcards, "
+            'e.g. "exclude": {"*": ["_source"]} instead of listing every type, or "include": {"Patient": '
+            '["*"]} instead of listing every parameter of a type.'
+        )
+    raise ValueError(
+        f"function {spec.role!r}: its environment variables need about {size} bytes, over Lambda's "
+        f"{LAMBDA_ENVIRONMENT_BYTES}-byte limit.{hint}"
+    )

@@ -3,19 +3,24 @@
 * ``http``: API Gateway (wired by :class:`infra.constructs.api.FhirApi`; :func:`http_routes` says which
   function serves which path prefix);
 * ``queue:<role>``: an SQS event source on that topology queue;
+* ``dead-letter:<role>``: an SQS event source on that topology queue's dead-letter queue (the import's
+  sweeper reports the lines of chunks that exhausted their retries);
 * ``stream``: a DynamoDB stream event source on the resource table, filtered by the spec's
   ``stream_filter``;
-* ``schedule:<expression>``: an EventBridge rule (``rate(...)`` or ``cron(...)``).
+* ``schedule:<expression>``: an EventBridge rule (``rate(...)`` or ``cron(...)``);
+* ``deploy``: a CDK trigger (custom resource) invoking the function asynchronously at the end of each
+  deployment that changes the search index layout; such a function finishes its job by re-invoking
+  itself (:data:`SELF_INVOKING`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import jsii
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import CfnResource, Duration, RemovalPolicy, triggers
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -29,7 +34,12 @@ from fhirlake import topology
 from infra.constructs import pascal
 from infra.constructs.queues import dead_letter_queue
 
-TRIGGER_KINDS = ("http", "queue", "stream", "schedule")
+TRIGGER_KINDS = ("http", "queue", "dead-letter", "stream", "schedule", "deploy")
+# Trigger kinds whose functions re-invoke themselves (asynchronously) until their job is done: a
+# deploy-time job outlives one invocation's 15 minutes (the re-index job checkpoints and continues).
+SELF_INVOKING = ("deploy",)
+# The construct id the CDK gives the one trigger provider (a custom resource Lambda) of a stack.
+TRIGGER_PROVIDER_ID = "AWSCDK.TriggerCustomResourceProviderCustomResourceProvider"
 _SCHEDULE = re.compile(r"^(rate|cron)\(.+\)$")
 _ROUTE = re.compile(r"^(/[A-Za-z0-9_.$-]+)+$")
 
@@ -52,12 +62,19 @@ FAILURE_HANDLING = {
     "queue": "by the SQS event source of its queue (poll-based, not asynchronous): a failed message "
     "returns to the queue and, after maxReceiveCount attempts, lands in that queue's own dead-letter "
     "queue, which is alarmed",
+    "dead-letter": "by the SQS event source of a dead-letter queue (poll-based, not asynchronous): a "
+    "message that keeps failing stays in that queue until its retention ends, and the queue's depth is "
+    "alarmed",
     "stream": "by the DynamoDB stream event source mapping (poll-based, not asynchronous): a failing batch "
     "is bisected and retried, then the stream position of what still fails goes to the mapping's "
     "on-failure SQS queue, which is alarmed",
     "schedule": "asynchronously by an EventBridge schedule, with retries off: the scheduled work is "
     "idempotent and the next run repeats it, so a failed run is worth an alarm (function errors), not a "
     "dead-letter message",
+    "deploy": "asynchronously, by the deployment's trigger and then by itself, with an event that holds no "
+    "data (only the number of Scan segments): all progress is checkpointed in the table, so Lambda's two "
+    "automatic retries and any later run (the next deployment, or invoking it by hand) resume the job, and "
+    "a failed run is worth an alarm (function errors), not a dead-letter message",
 }
 
 
@@ -93,13 +110,15 @@ def parse_trigger(spec: topology.FunctionSpec) -> Trigger:
     kind, _, argument = spec.trigger.partition(":")
     valid = (
         (kind in ("http", "stream") and not argument)
-        or (kind == "queue" and argument in {queue.role for queue in topology.QUEUES})
+        or (kind in ("queue", "dead-letter") and argument in {queue.role for queue in topology.QUEUES})
         or (kind == "schedule" and _SCHEDULE.match(argument) is not None)
+        or (kind == "deploy" and not argument)
     )
     if not valid:
         raise ValueError(
             f"function {spec.role!r}: cannot wire trigger {spec.trigger!r}; use 'http', 'stream', "
-            "'queue:<topology queue role>' or 'schedule:rate(...)'/'schedule:cron(...)'"
+            "'queue:<topology queue role>', 'dead-letter:<topology queue role>', "
+            "'schedule:rate(...)'/'schedule:cron(...)' or 'deploy'"
         )
     if kind == "stream" and not spec.stream_filter:
         raise ValueError(f"function {spec.role!r}: a stream function needs a stream_filter")
@@ -127,10 +146,13 @@ def http_routes(specs: tuple[topology.FunctionSpec, ...]) -> tuple[str, dict[str
 
 
 class Triggers(Construct):
-    """Event sources and schedules of the non-http functions.
+    """Event sources, schedules and deploy-time triggers of the non-http functions.
 
     ``stream_failures[role]``: the on-failure queue of a stream function's event source mapping (it
     receives the shard and sequence-number range of a batch that kept failing, never the records).
+    ``deploy_triggers[role]``: the trigger of a deploy function; it runs after everything in
+    ``deployed_first`` (the table, every function with its role and configuration) and re-runs when the
+    function or ``search_layout_digest`` changes.
     """
 
     def __init__(
@@ -142,25 +164,32 @@ class Triggers(Construct):
         functions: Mapping[str, lambda_.Function],
         table: dynamodb.ITable,
         queues: Mapping[str, sqs.IQueue],
+        dead_letter_queues: Mapping[str, sqs.IQueue],
         key: kms.IKey,
         removal_policy: RemovalPolicy,
+        search_layout_digest: str,
+        deployed_first: Sequence[Construct] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         self.stream_failures: dict[str, sqs.Queue] = {}
         self.schedules: dict[str, events.Rule] = {}
+        self.deploy_triggers: dict[str, triggers.Trigger] = {}
         for spec in specs:
             trigger = parse_trigger(spec)
             function = functions[spec.role]
-            if trigger.kind == "queue":
+            if trigger.kind in ("queue", "dead-letter"):
                 # One message (a file or a chunk, sized to fill one invocation) per batch; failures are
                 # reported per message (Powertools batch processing).
+                source = queues if trigger.kind == "queue" else dead_letter_queues
                 function.add_event_source(
-                    SqsEventSource(queues[trigger.argument], batch_size=1, report_batch_item_failures=True)
+                    SqsEventSource(source[trigger.argument], batch_size=1, report_batch_item_failures=True)
                 )
             elif trigger.kind == "stream":
                 self._stream(spec, function, table, key, removal_policy)
             elif trigger.kind == "schedule":
                 self._schedule(spec, trigger.argument, function)
+            elif trigger.kind == "deploy":
+                self._deploy(spec, function, search_layout_digest, deployed_first)
 
     def _stream(
         self,
@@ -204,3 +233,30 @@ class Triggers(Construct):
             schedule=events.Schedule.expression(expression),
             targets=[targets.LambdaFunction(function)],
         )
+
+    def _deploy(
+        self,
+        spec: topology.FunctionSpec,
+        function: lambda_.Function,
+        search_layout_digest: str,
+        deployed_first: Sequence[Construct],
+    ) -> None:
+        # Asynchronous (EVENT): the deployment never waits for the job, which may take hours. The trigger
+        # invokes the function's current version, which CloudFormation replaces whenever the code or the
+        # configuration (FHIRLAKE_SEARCH_CONFIG) changes, so the job also re-runs after code changes that
+        # move index entries; it is idempotent and returns at once when the table is up to date.
+        trigger = triggers.Trigger(
+            self,
+            f"{pascal(spec.role)}OnDeploy",
+            handler=function,
+            invocation_type=triggers.InvocationType.EVENT,
+            execute_after=list(deployed_first),
+        )
+        # The index layout it is run for, on the custom resource itself: a changed layout updates the
+        # resource, and an update re-invokes (the template also says which layout the last run was for).
+        resource = trigger.node.default_child
+        assert resource is not None
+        cfn = resource.node.default_child
+        assert isinstance(cfn, CfnResource)
+        cfn.add_property_override("SearchLayoutDigest", search_layout_digest)
+        self.deploy_triggers[spec.role] = trigger

@@ -3,7 +3,7 @@
 It only references the :class:`~infra.stacks.data_stack.DataStack`'s resources, so it can be
 destroyed and redeployed freely. Compute is declared in ``fhirlake.topology.FUNCTIONS``: each spec
 becomes a function (:class:`Functions`), its trigger an API route, event source or schedule
-(:class:`Triggers`, :class:`FhirApi`), and its errors alarms (:class:`Operations`).
+(:class:`Triggers`, :class:`FhirApi`, or a deploy-time trigger), and its errors alarms (:class:`Operations`).
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ class ApiStack(Stack):
                 log_retention_days=config.log_retention_days,
                 reserved_concurrency=config.reserved_concurrency,
                 removal_policy=removal,
+                name_prefix=config.resource_name,
+                search_config=config.search_config,
             ),
             assets=assets if assets is not None else bundling.LambdaAssets(),
             specs=specs,
@@ -74,8 +76,13 @@ class ApiStack(Stack):
             functions=functions,
             table=data.table,
             queues=data.queues.queues,
+            dead_letter_queues=data.queues.dead_letter_queues,
             key=data.key,
             removal_policy=removal,
+            search_layout_digest=config.search_layout_digest(),
+            # Deploy-time jobs run once the table and every function (role, policy, configuration) are
+            # in place: the api and import already write entries for the new layout while it re-indexes.
+            deployed_first=[data.table, *(function.node.scope for function in functions.values())],
         )
         default_role, routes = http_routes(specs)
         self.api = FhirApi(

@@ -7,8 +7,7 @@ False)`` (same as ``CDK_VALIDATION=false``) turns it off here; ``make synth`` ke
 synthesizes each app variant once (module-scoped fixtures); the default deployment is synthesized once
 per process (``default_synth``) and shared by the modules that check it.
 
-The stacks are built with :data:`DEPLOYED_FUNCTIONS`: ``topology.FUNCTIONS`` plus the analytics
-functions until the topology lists them itself (then the two are equal).
+The stacks are built with :data:`DEPLOYED_FUNCTIONS` (``topology.FUNCTIONS``).
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ class Synth:
 def deployed_functions() -> tuple[Any, ...]:
     from fhirlake import topology
 
-    return topology.FUNCTIONS + tuple(s for s in topology.ANALYTICS_FUNCTIONS if s not in topology.FUNCTIONS)
+    return topology.FUNCTIONS
 
 
 DEPLOYED_FUNCTIONS = deployed_functions()

@@ -32,6 +32,8 @@ EXPECTED_SUPPRESSIONS = {
     "HIPAA.Security-S3BucketReplicationEnabled",
     "HIPAA.Security-S3DefaultEncryptionKMS",
 }
+# Logical id prefix of the CDK's trigger provider (the custom resource Lambda of deploy triggers).
+TRIGGER_PROVIDER = "AWSCDKTriggerCustomResourceProvider"
 # Actions that may use Resource "*" (they support no resource-level permissions).
 RESOURCE_STAR_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "dynamodb:ListStreams"}
 
@@ -243,8 +245,11 @@ def test_data_stack_has_termination_protection(synth):
 # Function
 # ---------------------------------------------------------------------------------------------------
 def test_api_function_runtime_and_environment(api):
-    # one function per FunctionSpec, and no other (custom resource) functions
-    assert len(resources(api, "AWS::Lambda::Function")) == len(DEPLOYED_FUNCTIONS)
+    # one function per FunctionSpec, and no other custom resource function than the CDK's trigger provider
+    functions = resources(api, "AWS::Lambda::Function")
+    providers = [lid for lid in functions if lid.startswith(TRIGGER_PROVIDER)]
+    assert len(providers) == (1 if any(spec.trigger == "deploy" for spec in DEPLOYED_FUNCTIONS) else 0)
+    assert len(functions) == len(DEPLOYED_FUNCTIONS) + len(providers)
     _, function = function_of(api, topology.API_FUNCTION)
     props = function["Properties"]
     spec = topology.API_FUNCTION
@@ -279,8 +284,12 @@ def test_log_groups_are_encrypted_with_retention(api):
 def test_iam_has_no_admin_or_unexplained_wildcards(data, api):
     managed = []
     for template in (data, api):
-        for role in resources(template, "AWS::IAM::Role").values():
-            managed += [json.dumps(arn) for arn in role["Properties"].get("ManagedPolicyArns", [])]
+        for lid, role in resources(template, "AWS::IAM::Role").items():
+            arns = [json.dumps(arn) for arn in role["Properties"].get("ManagedPolicyArns", [])]
+            if lid.startswith(TRIGGER_PROVIDER):  # the CDK's deploy-trigger Lambda: basic execution only
+                assert len(arns) == 1 and "service-role/AWSLambdaBasicExecutionRole" in arns[0]
+                continue
+            managed += arns
         for policy in resources(template, "AWS::IAM::Policy").values():
             for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
                 actions = set(as_list(statement["Action"]))
@@ -396,6 +405,18 @@ def test_import_function_is_fed_by_the_import_queue_with_partial_batch_failures(
     assert "ImportQueue" in json.dumps(mp["EventSourceArn"])  # the import queue (its DLQ is wired)
     alarms = json.dumps(list(resources(api, "AWS::CloudWatch::Alarm").values()))
     assert json.dumps({"Ref": function_id}) in alarms  # errors and throttles of the import function
+
+
+def test_dead_letters_of_the_import_queue_are_swept_into_failure_reports(api):
+    function_id, _function = function_of(api, topology.IMPORT_DEAD_LETTER_FUNCTION)
+    (mapping,) = [
+        m["Properties"]
+        for m in resources(api, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": function_id}
+    ]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and mapping["BatchSize"] == 1
+    source = json.dumps(mapping["EventSourceArn"])
+    assert "ImportDeadLetterQueue" in source, source
 
 
 def test_import_function_has_least_privilege(api):

@@ -171,6 +171,39 @@ def test_a_job_abandoned_for_another_configuration_leaves_nothing_behind(
     assert entries_of(index_settings, "Patient", "gender", 6) == 24
 
 
+def test_a_run_overtaken_by_a_newer_configuration_stops_without_moving_its_positions(
+    index_service, index_settings, use_index_config, people
+) -> None:
+    client = index_service.store.dynamodb
+    newer_reports = []
+
+    class DeployDuringTheRun:
+        scans = 0
+
+        def scan(self, **kwargs: Any) -> Any:
+            DeployDuringTheRun.scans += 1
+            if DeployDuringTheRun.scans == 2:  # a deployment with another configuration starts its job
+                use_index_config('{"shards": {"Patient.gender": 7}}')
+                newer = reindexer(index_settings, index_service, segments=1, page_size=5, clock=Clock())
+                newer_reports.append(newer.run(deadline=3))
+                use_index_config('{"shards": {"Patient.gender": 3}}')  # the old run's own process
+            return client.scan(**kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(client, name)
+
+    use_index_config('{"shards": {"Patient.gender": 3}}')
+    blobs = S3BlobStore(__import__("boto3").client("s3"), index_settings.blob_bucket)
+    old = Reindexer(
+        DeployDuringTheRun(), index_settings.table_name, "default", blobs, segments=1, page_size=5
+    )
+    assert old.run().status == "superseded"
+    assert newer_reports[0].status == "in-progress"
+    use_index_config('{"shards": {"Patient.gender": 7}}')
+    assert run_reindex(index_settings, segments=4).status == "done"  # resumes with the job's 1 segment
+    assert entries_of(index_settings, "Patient", "gender", 7) == 24
+
+
 # -- the Lambda handler ---------------------------------------------------------------------------------
 def test_the_handler_runs_the_job_and_continues_itself_until_done(
     aws, index_settings, use_index_config, people, monkeypatch: pytest.MonkeyPatch

@@ -40,6 +40,7 @@ from threading import Lock
 from typing import Any
 
 import orjson
+from botocore.exceptions import ClientError
 
 from fhirlake.config import Settings
 from fhirlake.fhir.types import resource_types
@@ -60,6 +61,10 @@ _CHECKPOINT_EVERY = 50  # empty partitions cleared between checkpoints
 
 # type -> code -> (fingerprint, shard count)
 Layout = dict[str, dict[str, tuple[str, int]]]
+
+
+class Superseded(Exception):
+    """The checkpoint now belongs to a job for another configuration."""
 
 
 def target_layout() -> Layout:
@@ -132,7 +137,7 @@ def plan(tenant: str, target: Layout, written: list[Layout]) -> ReindexPlan:
 
 @dataclass
 class ReindexReport:
-    status: str  # "up-to-date" | "done" | "in-progress"
+    status: str  # "up-to-date" | "done" | "in-progress" | "superseded"
     cleared_partitions: int = 0
     deleted_entries: int = 0
     scanned_items: int = 0
@@ -190,15 +195,24 @@ class Reindexer:
             return ReindexReport("up-to-date")
         if checkpoint is None:
             checkpoint = self._start(job, written)
+        # A resumed job keeps the Scan segmentation it started with, whatever this run was asked for:
+        # the positions saved are positions in those segments.
+        self._segments = len(checkpoint["segments"]["M"])
         report = ReindexReport("in-progress")
-        if not self._clear(job, int(checkpoint["cleared"]["N"]), report, deadline):
+        try:
+            if not self._clear(job, int(checkpoint["cleared"]["N"]), report, deadline):
+                return report
+            segments = checkpoint["segments"]["M"]
+            left = [int(s) for s, pos in segments.items() if pos["S"] != _DONE]
+            with ThreadPoolExecutor(max_workers=max(1, len(left))) as pool:
+                finished = list(
+                    pool.map(lambda s: self._fill(job, s, segments[str(s)]["S"], report, deadline), left)
+                )
+        except Superseded:
+            # A run for a newer configuration restarted the checkpoint (a deployment during this run):
+            # it now owns the job, and this run must not move its positions.
+            report.status = "superseded"
             return report
-        segments = checkpoint["segments"]["M"]
-        left = [int(s) for s, pos in segments.items() if pos["S"] != _DONE]
-        with ThreadPoolExecutor(max_workers=max(1, len(left))) as pool:
-            finished = list(
-                pool.map(lambda s: self._fill(job, s, segments[str(s)]["S"], report, deadline), left)
-            )
         report.segments_left = sorted(s for s, done in zip(left, finished, strict=True) if not done)
         if report.segments_left:
             return report
@@ -234,13 +248,26 @@ class Reindexer:
             self._steps += 1
             if not deleted and (index + 1) % _CHECKPOINT_EVERY and index + 1 < len(job.clear):
                 continue  # re-reading an empty partition after a crash costs one Query: save the write
+            self._checkpoint(job, "SET cleared = :n", {}, {":n": {"N": str(index + 1)}})
+        return True
+
+    def _checkpoint(
+        self, job: ReindexPlan, update: str, names: dict[str, str], values: dict[str, Any]
+    ) -> None:
+        """Record progress, only while the checkpoint is still this job's (same layout digest)."""
+        try:
             self._ddb.update_item(
                 TableName=self._table,
                 Key=self._key(CHECKPOINT_SK),
-                UpdateExpression="SET cleared = :n",
-                ExpressionAttributeValues={":n": {"N": str(index + 1)}},
+                UpdateExpression=update,
+                ConditionExpression="#digest = :digest",
+                ExpressionAttributeNames={**names, "#digest": "digest"},
+                ExpressionAttributeValues={**values, ":digest": {"S": job.digest}},
             )
-        return True
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise Superseded from None
+            raise
 
     def _partition_keys(self, pk: str) -> Iterator[list[dict[str, Any]]]:
         kwargs: dict[str, Any] = {
@@ -279,12 +306,11 @@ class Reindexer:
             resp = self._ddb.scan(**kwargs)
             self._reindex_items(job, resp.get("Items", []), report)
             last = resp.get("LastEvaluatedKey")
-            self._ddb.update_item(
-                TableName=self._table,
-                Key=self._key(CHECKPOINT_SK),
-                UpdateExpression="SET #segments.#s = :p",
-                ExpressionAttributeNames={"#segments": "segments", "#s": str(segment)},
-                ExpressionAttributeValues={":p": {"S": orjson.dumps(last).decode() if last else _DONE}},
+            self._checkpoint(
+                job,
+                "SET #segments.#s = :p",
+                {"#segments": "segments", "#s": str(segment)},
+                {":p": {"S": orjson.dumps(last).decode() if last else _DONE}},
             )
             with self._lock:
                 report.scan_pages += 1
