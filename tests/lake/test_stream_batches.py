@@ -115,3 +115,14 @@ def test_the_topology_event_filter_passes_exactly_what_the_lake_needs(
     assert sum(len(d.event["Records"]) for d in filtered) == 7  # the versions only: no cur items
     assert all(d.response == {"batchItemFailures": []} for d in filtered)
     assert world.sql.rows("SELECT count(*) FROM observation_history") == [(5,)]
+
+
+def test_the_shipped_sample_event_lands_in_the_lake(world: World) -> None:
+    import json
+    from pathlib import Path
+
+    event = json.loads(
+        (Path(__file__).resolve().parents[2] / "events" / "lake" / "stream-insert.json").read_text()
+    )
+    assert invoke_lake(event) == {"batchItemFailures": []}
+    assert world.sql.rows("SELECT id, version_id, gender FROM patient") == [("example", 1, "female")]
