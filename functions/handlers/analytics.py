@@ -7,10 +7,8 @@ chart, outcome) and never the SQL text, query parameters or results (PHI).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.logging import correlation_paths
 from fhirlake.analytics.api import AnalyticsApi, audit_details
 from fhirlake.analytics.engine import engine_from_env
@@ -20,8 +18,9 @@ from fhirlake.bootstrap import build_service
 from fhirlake.config import Settings
 from fhirlake.fhir.outcome import FhirError
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "fhirlake"))
-tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "fhirlake"))
+from handlers.observability import powertools
+
+logger, tracer, _metrics = powertools()
 
 _settings = Settings.from_env()
 # The FHIR service and the SQL engine are built on first use and reused across invocations.

@@ -6,21 +6,19 @@ A thin adapter: event -> Request -> FhirApi -> proxy result. Logs an audit recor
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.logging import correlation_paths
 from fhirlake.api.apigw import caller, internal_error, request_from_event, result_from_response
 from fhirlake.api.http import Request
 from fhirlake.bootstrap import build_api
 from fhirlake.config import Settings
 
-# The service name comes from POWERTOOLS_SERVICE_NAME (set by the CDK); the default keeps a bare
-# invocation (tests, `fhirlake invoke`) working. No custom metrics here: API Gateway (4xx/5xx, latency)
-# and Lambda (errors, throttles, init duration) already publish what the alarms need.
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "fhirlake"))
-tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "fhirlake"))
+from handlers.observability import powertools
+
+# No custom metrics here: API Gateway (4xx/5xx, latency) and Lambda (errors, throttles, init duration)
+# already publish what the alarms need.
+logger, tracer, _metrics = powertools()
 
 _settings = Settings.from_env()
 _api = build_api(_settings)  # at init: connections and validator tables are reused across invocations

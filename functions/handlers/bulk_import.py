@@ -19,13 +19,11 @@ Logs carry job ids, statuses and counts; never object keys, lines or resources (
 
 from __future__ import annotations
 
-import os
 import traceback
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -33,9 +31,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from fhirlake.ingest.bootstrap import build_import_service
 from fhirlake.ingest.service import ImportService
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "fhirlake"))
-tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "fhirlake"))
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "fhirlake"))
+from handlers.observability import powertools
+
+logger, tracer, metrics = powertools()
 processor = BatchProcessor(event_type=EventType.SQS)
 dead_letter_processor = BatchProcessor(event_type=EventType.SQS)
 

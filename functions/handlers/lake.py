@@ -12,17 +12,15 @@ Logs carry counts, table names and error types; never ids or resources (PHI).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from fhirlake.lake.bootstrap import process_lake
 from fhirlake.lake.stream import consume
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "fhirlake"))
-tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "fhirlake"))
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "fhirlake"))
+from handlers.observability import powertools
+
+logger, tracer, metrics = powertools()
 
 
 @logger.inject_lambda_context

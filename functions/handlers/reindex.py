@@ -12,16 +12,16 @@ Returns the job report (counts only: no resource content, no PHI).
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import orjson
-from aws_lambda_powertools import Logger
 from fhirlake.bootstrap import aws_client
 from fhirlake.service.reindex import DEFAULT_SEGMENTS, run_reindex
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "fhirlake"))
+from handlers.observability import powertools
+
+logger, _tracer, _metrics = powertools()
 
 SAFETY_MARGIN_S = 60  # left for the last Scan page and the checkpoint write before the Lambda timeout
 
