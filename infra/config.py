@@ -55,6 +55,9 @@ DEFAULTS: dict[str, Any] = {
     "queryResultsExpirationDays": 30,
     "lakeNoncurrentVersionDays": 7,
     "searchConfig": None,
+    # Off by default: SnapStart for Python bills for the cached snapshot while a version is active, and
+    # fhirlake bills nothing at idle but storage unless asked to (docs/deploy.md "SnapStart").
+    "snapStart": False,
 }
 # searchConfig paths are relative to the CDK app (app.py, cdk.json), wherever the CLI is started from.
 APP_DIR = Path(__file__).resolve().parents[1]
@@ -72,6 +75,10 @@ API_GATEWAY_MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 LAMBDA_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
 # athenaScanLimitGb counts decimal gigabytes, the unit Athena bills in (per TB scanned).
 BYTES_PER_GB = 10**9
+# Commercial regions without Lambda SnapStart (AWS Lambda developer guide, "Supported Regions": every
+# commercial region except Asia Pacific (New Zealand) and Asia Pacific (Taipei)). Publishing a SnapStart
+# version there fails the deployment, so synth fails first.
+SNAP_START_UNSUPPORTED_REGIONS = ("ap-southeast-6", "ap-east-2")
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,8 @@ class Config:
     lake_noncurrent_version_days: int
     # The search index configuration (fhirlake.search.config) as minified JSON; None = every R4 parameter.
     search_config: str | None = None
+    # Lambda SnapStart on the functions of infra.constructs.functions.SNAP_START_ROLES (the api).
+    snap_start: bool = False
 
     @property
     def retain(self) -> bool:
@@ -204,6 +213,7 @@ def load_config(context: Callable[[str], Any] | Mapping[str, Any], environ: Mapp
             "lakeNoncurrentVersionDays", value("lakeNoncurrentVersionDays"), minimum=1
         ),
         search_config=_search_config(value("searchConfig")),
+        snap_start=_snap_start(value("snapStart"), region),
     )
 
 
@@ -238,6 +248,16 @@ def _search_config(raw: Any) -> str | None:
     except ValueError as exc:
         raise ConfigError(f"searchConfig={text!r}: {exc}") from None
     return json.dumps(json.loads(path.read_text()), separators=(",", ":"), sort_keys=True)
+
+
+def _snap_start(raw: Any, region: str | None) -> bool:
+    enabled = _bool("snapStart", raw)
+    if enabled and region in SNAP_START_UNSUPPORTED_REGIONS:
+        raise ConfigError(
+            f"Lambda SnapStart is not available in {region}: deploy with -c snapStart=false there "
+            "(the api then initialises on every cold start, as without SnapStart)."
+        )
+    return enabled
 
 
 def _name(key: str, raw: Any) -> str:

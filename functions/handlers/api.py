@@ -6,12 +6,13 @@ A thin adapter: event -> Request -> FhirApi -> proxy result. Logs an audit recor
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from fhirlake.api.apigw import caller, internal_error, request_from_event, result_from_response
 from fhirlake.api.http import Request
-from fhirlake.bootstrap import build_api
+from fhirlake.bootstrap import build_api, warm_up
 from fhirlake.config import Settings
 
 from handlers.observability import powertools
@@ -22,6 +23,23 @@ logger, tracer, _metrics = powertools()
 
 _settings = Settings.from_env()
 _api = build_api(_settings)  # at init: connections and validator tables are reused across invocations
+
+# Lambda SnapStart (infra: context snapStart) snapshots the environment after this init and restores every
+# new environment from it. The Lambda Python runtime ships snapshot_restore_py (it runs the hooks only
+# when SnapStart is on); elsewhere (local runtime, tests) there is no snapshot and no hook.
+# Nothing unique is made at init: resource ids (uuid4) and X-Ray ids come from os.urandom per request.
+# The boto3 clients hold the role's credentials from Lambda's container-credentials endpoint (SnapStart
+# functions get no key variables) as refreshable credentials that botocore renews once expired, and
+# connect on their first call; warm_up makes no AWS call, so no open AWS connection is in the snapshot.
+try:
+    from snapshot_restore_py import register_after_restore, register_before_snapshot
+except ImportError:
+    pass
+else:
+    register_before_snapshot(warm_up, _api, _settings.base_url)
+    # Environments restored from one snapshot would share the `random` module's state (botocore's retry
+    # jitter draws from it): reseed it from os.urandom in each.
+    register_after_restore(random.seed)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

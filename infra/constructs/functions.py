@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack, Token
+from aws_cdk import Annotations, ArnFormat, Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -167,6 +167,15 @@ EXTRA_ENVIRONMENT = {"charts": {"MPLCONFIGDIR": "/tmp/matplotlib"}}
 # A partition, region or account inside an ARN as cdk-nag renders it: literal, or a pseudo parameter
 # ("<AWS::Region>") in an environment-agnostic stack.
 _ARN_PART = r"(?:<AWS::[A-Za-z]+>|[^:<>]+)"
+# Functions that get Lambda SnapStart when the deployment turns it on (context ``snapStart``): the api,
+# whose cold start is module init (~690 ms: boto3 clients and import, the X-Ray SDK; docs/performance.md)
+# on the path of an interactive FHIR client. Not analytics: it is called by few analysts, and SnapStart
+# for Python bills each published version's snapshot cache for as long as it is active, plus every
+# restore (docs/deploy.md). Not the queue, stream, schedule and deploy functions: nobody waits on their
+# cold start. API Gateway then invokes the function's LIVE_ALIAS: SnapStart applies to published
+# versions only, never to $LATEST.
+SNAP_START_ROLES = frozenset({topology.API_FUNCTION.role})
+LIVE_ALIAS = "live"
 # Lambda refuses a function whose environment variables (names and values) exceed 4 KB in total.
 LAMBDA_ENVIRONMENT_BYTES = 4096
 # What a deployed name or URL (a token at synth) may take: generated table/bucket names and queue URLs
@@ -197,6 +206,8 @@ class FunctionSettings:
     name_prefix: str = "fhirlake"
     # The search index configuration (minified JSON) of every function using the table; None = default.
     search_config: str | None = None
+    # SnapStart (published versions behind the LIVE_ALIAS) for the functions of SNAP_START_ROLES.
+    snap_start: bool = False
 
 
 def resource_environment(data: DataResources) -> dict[str, str]:
@@ -234,6 +245,9 @@ class Functions(Construct):
         super().__init__(scope, construct_id)
         self.functions: dict[str, lambda_.Function] = {}
         self.log_groups: dict[str, logs.LogGroup] = {}
+        # What callers (API Gateway) invoke, by role: the LIVE_ALIAS of a SnapStart function, else the
+        # function itself.
+        self.entry_points: dict[str, lambda_.IFunction] = {}
         for spec in specs:
             self._function(spec, data, settings, assets.code(spec.extras))
 
@@ -299,11 +313,15 @@ class Functions(Construct):
         # the role's policy depend on the function, which already depends on its role (and policy): a
         # circular dependency. So its name is fixed here and the ARN built from it.
         function_name = f"{settings.name_prefix}-{spec.role}" if kind in SELF_INVOKING else None
-        # The deploy trigger invokes the current version, so each deployment that changes the function adds
-        # one; old ones are deleted with the deployment (each would otherwise keep its code, ~30 MB, in the
-        # region's 75 GB Lambda code storage forever).
+        # The deploy trigger invokes the current version, and a SnapStart function serves from it, so each
+        # deployment that changes the function (code or configuration) publishes one; old ones are deleted
+        # with the deployment (each would otherwise keep its code, ~30 MB, in the region's 75 GB Lambda code
+        # storage forever, and a SnapStart version its billed snapshot cache).
+        snap_start = settings.snap_start and spec.role in SNAP_START_ROLES
         versions = (
-            lambda_.VersionOptions(removal_policy=RemovalPolicy.DESTROY) if kind in SELF_INVOKING else None
+            lambda_.VersionOptions(removal_policy=RemovalPolicy.DESTROY)
+            if kind in SELF_INVOKING or snap_start
+            else None
         )
         function = lambda_.Function(
             scope,
@@ -322,6 +340,7 @@ class Functions(Construct):
             log_group=log_group,
             tracing=lambda_.Tracing.ACTIVE,
             reserved_concurrent_executions=reserved,
+            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if snap_start else None,
         )
 
         self._grant(spec, data, role)
@@ -330,6 +349,16 @@ class Functions(Construct):
         self._suppressions(spec, function, role, settings)
         self.functions[spec.role] = function
         self.log_groups[spec.role] = log_group
+        self.entry_points[spec.role] = function
+        if snap_start:
+            self.entry_points[spec.role] = lambda_.Alias(
+                scope, "LiveAlias", alias_name=LIVE_ALIAS, version=function.current_version
+            )
+            Annotations.of(function).acknowledge_warning(
+                "@aws-cdk/aws-lambda:snapStartRequirePublish",
+                "Every deployment that changes the function publishes its current version, which the "
+                "live alias (what API Gateway invokes) points at.",
+            )
 
     @staticmethod
     def _grant(spec: topology.FunctionSpec, data: DataResources, role: iam.IRole) -> None:

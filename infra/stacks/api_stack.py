@@ -64,6 +64,7 @@ class ApiStack(Stack):
                 removal_policy=removal,
                 name_prefix=config.resource_name,
                 search_config=config.search_config,
+                snap_start=config.snap_start,
             ),
             assets=assets if assets is not None else bundling.LambdaAssets(),
             specs=specs,
@@ -88,8 +89,8 @@ class ApiStack(Stack):
         self.api = FhirApi(
             self,
             "Api",
-            function=functions[default_role],
-            routes={path: functions[role] for path, role in routes.items()},
+            function=self.functions.entry_points[default_role],
+            routes={path: self.functions.entry_points[role] for path, role in routes.items()},
             key=data.key,
             api_name=config.resource_name,
             stage_name=config.stage,
