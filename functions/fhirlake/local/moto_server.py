@@ -9,7 +9,13 @@ concurrent.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -130,29 +136,72 @@ def _index_partition_queries() -> None:
     Table.query = query  # type: ignore[method-assign]
 
 
+def serve(host: str, port: int) -> None:
+    """moto's server app with the fixes above, until the process ends (the body of the moto process)."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+    # moto writes headers and body separately; with Nagle on, every response can wait for the
+    # client's delayed ACK (~40 ms).
+    WSGIRequestHandler.disable_nagle_algorithm = True
+    _index_partition_queries()
+    _patch_transactions()
+    app = _SerializedDynamoDB(DomainDispatcherApplication(create_backend_app))
+    server: BaseWSGIServer = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the runtime that started this process is gone (even killed): stop too
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=orphaned, name="orphan-watch", daemon=True).start()
+    server.serve_forever()
+
+
 class MotoServer:
+    """moto in a process of its own on ``host:port``.
+
+    moto keeps its data in module globals, and an in-process ``mock_aws`` (the unit tests' moto) resets
+    them when it starts: a server in the same process would lose the local store's data. A separate
+    process keeps it apart, as AWS is from the functions.
+    """
+
     def __init__(self, host: str, port: int) -> None:
         self._host, self._port = host, port
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
-        # moto writes headers and body separately; with Nagle on, every response can wait for the
-        # client's delayed ACK (~40 ms).
-        WSGIRequestHandler.disable_nagle_algorithm = True
-        _index_partition_queries()
-        _patch_transactions()
-        app = _SerializedDynamoDB(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server(
-            self._host, self._port, app, threaded=True, request_handler=MotoRequestHandler
-        )
-        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
-        self._thread.start()
+    def start(self, timeout: float = 60.0) -> None:
+        with tempfile.TemporaryFile() as log:  # the child keeps its own handle
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "fhirlake.local.moto_server", self._host, str(self._port)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    log.seek(0)
+                    output = log.read().decode(errors="replace")[-2000:]
+                    raise RuntimeError(f"moto server did not start: {output}")
+                try:
+                    with socket.create_connection((self._host, self._port), timeout=0.5):
+                        return
+                except OSError:
+                    time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"moto server did not listen on {self._host}:{self._port} within {timeout:.0f}s")
 
     def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread:
-            self._thread.join(timeout=5)
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=5)
+        self._process = None
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]))
