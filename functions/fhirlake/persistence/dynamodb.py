@@ -81,9 +81,17 @@ def version_from_item(item: dict[str, Any], blobs: S3BlobStore) -> StoredVersion
     )
 
 
+_HISTORY_INDEX_KEYS = ("gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk")  # set by ``_to_item`` on version items only
+_CURRENT_SK = {"S": keys.CURRENT_SK}  # shared by the items: serialized, never modified
+
+
 def _current_item(version_item: dict[str, Any]) -> dict[str, Any]:
     """The current-version item of a version item: the same attributes, not in the history indexes."""
-    return {k: v for k, v in version_item.items() if not k.startswith("gsi")} | {"sk": {"S": keys.CURRENT_SK}}
+    current = version_item.copy()
+    for key in _HISTORY_INDEX_KEYS:
+        del current[key]
+    current["sk"] = _CURRENT_SK
+    return current
 
 
 class InvalidCursor(ValueError):

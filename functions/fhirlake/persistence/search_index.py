@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -80,12 +80,12 @@ def _sortable_number(value: Decimal) -> str:
 def entry_key(value: IndexValue) -> str | None:
     kind = value.type
     key: str | None
-    if kind == "string":
-        key = value.text
-    elif kind == "token":
+    if kind == "token":  # the most common kinds first
         key = f"{value.code_value or ''}{PART}{value.system or ''}"
     elif kind == "reference":
         key = f"{value.ref_type}/{value.ref_id}" if value.ref_type and value.ref_id else value.reference
+    elif kind == "string":
+        key = value.text
     elif kind == "uri":
         key = value.uri
     elif kind == "date":
@@ -105,21 +105,33 @@ def entries(
     tenant: str, resource_type: str, resource_id: str, values: Iterable[IndexValue]
 ) -> set[tuple[str, str]]:
     out = set()
-    known = parameters(resource_type)
-    pks: dict[str, str] = {}  # per parameter code: this resource's partition
+    partitions = _partitions(tenant, resource_type)
+    suffix = KEY_END + resource_id
     for value in values:
         key = entry_key(value)
         if key is None:
             continue
-        pk = pks.get(value.code)
-        if pk is None:
-            param = known.get(value.code)
-            shards = param.shards if param is not None else 1
-            pk = pks[value.code] = shard_pk(
-                tenant, resource_type, value.code, shard_of(resource_id, shards), shards
-            )
-        out.add((pk, f"{key}{KEY_END}{resource_id}"))
+        code = value.code
+        pk, shards = partitions.get(code) or (index_pk(tenant, resource_type, code), 1)
+        if shards > 1:
+            pk = shard_pk(tenant, resource_type, code, shard_of(resource_id, shards), shards)
+        out.add((pk, key + suffix))
     return out
+
+
+_PARTITIONS: dict[tuple[str, str], tuple[Mapping[str, SearchParameter], dict[str, tuple[str, int]]]] = {}
+
+
+def _partitions(tenant: str, resource_type: str) -> dict[str, tuple[str, int]]:
+    """code -> (unsharded partition key, shard count) of a type's indexed parameters; built once per
+    registry table (the registry caches its tables per deployment configuration: identity is the key)."""
+    known = parameters(resource_type)
+    cached = _PARTITIONS.get((tenant, resource_type))
+    if cached is not None and cached[0] is known:
+        return cached[1]
+    table = {code: (index_pk(tenant, resource_type, code), sp.shards) for code, sp in known.items()}
+    _PARTITIONS[(tenant, resource_type)] = (known, table)
+    return table
 
 
 def driver_prefixes(criterion: Criterion) -> list[str] | None:

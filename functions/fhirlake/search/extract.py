@@ -40,6 +40,12 @@ How each parameter is evaluated (deterministic; the plan is in the tables, see `
      the component parameter's type; one value per combination (cartesian product). Text-only token values
      (from ``CodeableConcept.text``) are left out of composites: a composite token matches ``system|code``.
 4. Values are de-duplicated per parameter (first occurrence order). Contained resources are not indexed.
+
+``index_values`` (every parameter of a type, the write path's hot loop) gives the same values in the same
+order as ``parameter_values`` of each parameter in registry order, but from a plan compiled once per type
+and deployment configuration: the plain paths of all parameters form one key tree, walked once per
+resource (``subject``/``patient``, every ``meta.*`` and ``code``-based parameter share their prefixes), and
+only the parameters whose paths found something convert.
 """
 
 from __future__ import annotations
@@ -80,6 +86,17 @@ Out = list[IndexValue]
 # immutable and repeat a lot across resources (codes, units, statuses, references), so they are built
 # through a bounded cache (~0.5 us on a hit).
 _iv = lru_cache(maxsize=1 << 16)(IndexValue)
+
+
+# The most frequent forms with positional arguments: a cache key of keyword arguments costs ~3x more.
+@lru_cache(maxsize=1 << 16)
+def _token_value(code: str, text: str | None, system: Any, value: Any) -> IndexValue:
+    return IndexValue(code, "token", text=text, system=system, code_value=value)
+
+
+@lru_cache(maxsize=1 << 16)
+def _date_value(code: str, low: str, high: str) -> IndexValue:
+    return IndexValue(code, "date", low=low, high=high)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -152,13 +169,20 @@ def _part_elements(part: ExpressionPart, resource: dict[str, Any]) -> list[Eleme
 # Conversion per parameter type
 
 
+@lru_cache(maxsize=1 << 16)
+def _literal_type(literal: str) -> str | None:
+    """The resource type of a literal reference (``T/id``, also at the end of an absolute URL)."""
+    m = _LITERAL.search(_HISTORY.sub("", literal))
+    return m.group(1) if m and m.group(1) in resource_types() else None
+
+
 def _reference_type(ref: Any) -> str | None:
     if type(ref) is dict:
         literal = ref.get("reference")
         if isinstance(literal, str):
-            m = _LITERAL.search(_HISTORY.sub("", literal))
-            if m and m.group(1) in resource_types():
-                return m.group(1)
+            found = _literal_type(literal)
+            if found is not None:
+                return found
         declared = ref.get("type")
         return declared if isinstance(declared, str) else None
     if isinstance(ref, str):
@@ -219,7 +243,7 @@ def _coding(code: str, c: Any, out: Out, cc_text: str | None = None) -> None:
     system, value, display = c.get("system"), c.get("code"), _text(c.get("display"))
     if system is None and value is None and display is None:
         return
-    out.append(_iv(code, "token", text=display, system=system, code_value=value))
+    out.append(_token_value(code, display, system, value))
 
 
 def _token(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) -> None:
@@ -260,17 +284,17 @@ def _token(code: str, v: Any, etype: str | None, implicit: str | None, out: Out)
                     )
                 )
         if not typed:
-            out.append(_iv(code, "token", text=text, system=system, code_value=value))
+            out.append(_token_value(code, text, system, value))
     elif etype == "ContactPoint":
         if type(v) is dict and isinstance(v.get("value"), str):
-            out.append(_iv(code, "token", code_value=v["value"]))
+            out.append(_token_value(code, None, None, v["value"]))
     elif etype == "boolean" or isinstance(v, bool):
         if isinstance(v, bool):
-            out.append(_iv(code, "token", code_value="true" if v else "false"))
+            out.append(_token_value(code, None, None, "true" if v else "false"))
     elif isinstance(v, str):
-        out.append(_iv(code, "token", system=implicit, code_value=v))
+        out.append(_token_value(code, None, implicit, v))
     elif isinstance(v, int):
-        out.append(_iv(code, "token", code_value=str(v)))
+        out.append(_token_value(code, None, None, str(v)))
 
 
 _NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
@@ -310,11 +334,14 @@ def _reference(code: str, v: Any, etype: str | None, implicit: str | None, out: 
     if type(v) is not dict or etype == "Attachment":
         return
     literal = v.get("reference")
+    ident = v.get("identifier")
+    if type(ident) is not dict and isinstance(literal, str) and literal:  # most: a literal reference only
+        out.append(_literal_reference(code, literal))
+        return
     reference = rtype = rid = None
     if isinstance(literal, str) and literal:
         reference = _HISTORY.sub("", literal)
         rtype, rid = _literal(reference)
-    ident = v.get("identifier")
     system = value = None
     if type(ident) is dict:
         system, value = ident.get("system"), ident.get("value")
@@ -333,6 +360,15 @@ def _reference(code: str, v: Any, etype: str | None, implicit: str | None, out: 
     )
 
 
+@lru_cache(maxsize=1 << 16)
+def _literal_reference(code: str, literal: str) -> IndexValue:
+    """The value of a Reference with a (non-empty) literal ``reference`` and no identifier; cached: the same
+    patients, encounters and practitioners are referenced by many resources."""
+    reference = _HISTORY.sub("", literal)
+    rtype, rid = _literal(reference)
+    return IndexValue(code, "reference", reference=reference, ref_type=rtype, ref_id=rid)
+
+
 def _bounds(text: Any) -> tuple[str, str] | None:
     if not isinstance(text, str):
         return None
@@ -347,7 +383,7 @@ def _date(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) 
         if etype in (None, "date", "dateTime", "instant"):
             b = _bounds(v)
             if b:
-                out.append(_iv(code, "date", low=b[0], high=b[1]))
+                out.append(_date_value(code, b[0], b[1]))
         return
     if type(v) is not dict:
         return
@@ -356,9 +392,7 @@ def _date(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) 
     if etype == "Period":
         start, end = _bounds(v.get("start")), _bounds(v.get("end"))
         if start or end:
-            out.append(
-                _iv(code, "date", low=start[0] if start else OPEN_LOW, high=end[1] if end else OPEN_HIGH)
-            )
+            out.append(_date_value(code, start[0] if start else OPEN_LOW, end[1] if end else OPEN_HIGH))
     elif etype == "Timing":
         lows: list[str] = []
         highs: list[str] = []
@@ -543,31 +577,152 @@ def parameter_values(sp: SearchParameter, resource: dict[str, Any]) -> list[Inde
     return list(dict.fromkeys(out)) if len(out) > 1 else out
 
 
-_Plan = tuple[tuple[SearchParameter, frozenset[str] | None], ...]
-_PLANS: dict[int, tuple[Mapping[str, SearchParameter], _Plan]] = {}
+# ---------------------------------------------------------------------------------------------------------
+# index_values: every parameter of a type, compiled once per parameter table
 
 
-def _plan(params: Mapping[str, SearchParameter]) -> _Plan:
-    """Each parameter of a type with the top-level keys its paths start at (None when a part needs
-    fhirpathpy, which may read anything), built once per parameter table (the registry caches its tables,
-    so the mapping's identity is the key)."""
+class _PathNode:
+    """A JSON key path that some parameters read: the slot of the per-resource table that receives the
+    values found there (None for a prefix only), the parameters reading it, and the paths one key longer."""
+
+    __slots__ = ("children", "readers", "slot")
+
+    def __init__(self) -> None:
+        self.slot: int | None = None
+        self.readers: set[int] = set()  # the positions of the parameters that read this path
+        self.children: dict[str, _PathNode] = {}
+
+
+class _NativeParameter:
+    """A parameter whose parts are all plain paths: converts the values the walk left in its slots."""
+
+    __slots__ = ("alternatives", "convert", "sp")
+
+    def __init__(self, sp: SearchParameter, alternatives: list[tuple[int, str, str | None, str | None]]):
+        self.sp = sp
+        self.convert = CONVERTERS[sp.type]
+        # (slot, element type, implicit system, resolve type), in the parameter's part/alternative order
+        self.alternatives = tuple(alternatives)
+
+
+class _GenericParameter:
+    """A composite, or a parameter with a part only fhirpathpy evaluates: :func:`parameter_values`, skipped
+    when every path starts at a key the resource does not have (``first_keys`` None: always evaluated)."""
+
+    __slots__ = ("first_keys", "sp")
+
+    def __init__(self, sp: SearchParameter, first_keys: frozenset[str] | None):
+        self.sp = sp
+        self.first_keys = first_keys
+
+    def values(self, resource: dict[str, Any]) -> Out:
+        if self.first_keys is not None and self.first_keys.isdisjoint(resource):
+            return []
+        return parameter_values(self.sp, resource)
+
+
+class _TypePlan:
+    """All parameters of one type: a key-path tree walked once per resource (parameters that share a path or
+    a prefix, e.g. ``subject``/``patient`` or every ``meta.*``, share its walk), then each parameter in
+    registry order converting what the walk found for its paths."""
+
+    __slots__ = ("generic", "parameters", "roots", "slot_count")
+
+    def __init__(self, params: Mapping[str, SearchParameter]) -> None:
+        self.roots: dict[str, _PathNode] = {}
+        self.slot_count = 0
+        self.parameters: list[_NativeParameter | _GenericParameter] = []
+        for sp in params.values():
+            alternatives = [(alt, part.resolve_type) for part in sp.parts for alt in part.alternatives or ()]
+            native = all(part.alternatives is not None for part in sp.parts)
+            if sp.type == "composite" or not native or any(not alt.keys for alt, _ in alternatives):
+                first_keys = frozenset(alt.keys[0] for alt, _ in alternatives if alt.keys)
+                whole = not native or any(not alt.keys for alt, _ in alternatives)
+                self.parameters.append(_GenericParameter(sp, None if whole else first_keys))
+                continue
+            position = len(self.parameters)
+            self.parameters.append(
+                _NativeParameter(
+                    sp,
+                    [
+                        (
+                            self._slot(alt.keys, position),
+                            alt.element_type,
+                            alt.implicit_system,
+                            resolve,
+                        )
+                        for alt, resolve in alternatives
+                    ],
+                )
+            )
+        self.generic = frozenset(
+            i for i, param in enumerate(self.parameters) if type(param) is _GenericParameter
+        )
+
+    def _slot(self, keys: tuple[str, ...], reader: int) -> int:
+        """The slot of a path (one per distinct path), its nodes added to the tree."""
+        level = self.roots
+        for key in keys[:-1]:
+            level = level.setdefault(key, _PathNode()).children
+        node = level.setdefault(keys[-1], _PathNode())
+        node.readers.add(reader)
+        if node.slot is None:
+            node.slot = self.slot_count
+            self.slot_count += 1
+        return node.slot
+
+    def walk(self, resource: dict[str, Any]) -> tuple[list[list[Any] | None], set[int]]:
+        """The values at each path (as ``_walk`` finds them; None where there are none) by slot, and the
+        positions of the parameters with something to convert (the generic ones always)."""
+        found: list[list[Any] | None] = [None] * self.slot_count
+        touched = set(self.generic)
+        roots = self.roots
+        for key, value in resource.items():  # the resource's keys: fewer than the paths' first keys
+            node = roots.get(key)
+            if node is not None and value is not None and (values := _present(value)):
+                _reached(node, values, found, touched)
+        return found, touched
+
+
+def _present(value: Any) -> list[Any]:
+    """A non-null member's values as ``_walk`` steps to them: a list without its nulls, or the value."""
+    if type(value) is list:
+        return value if None not in value else [v for v in value if v is not None]
+    return [value]
+
+
+def _reached(node: _PathNode, values: list[Any], found: list[list[Any] | None], touched: set[int]) -> None:
+    if node.slot is not None:
+        found[node.slot] = values
+        touched |= node.readers
+    for key, child in node.children.items():
+        nxt: list[Any] = []
+        for v in values:
+            if type(v) is dict:
+                value = v.get(key)
+                if value is not None:
+                    nxt += _present(value)
+        if nxt:
+            _reached(child, nxt, found, touched)
+
+
+_PLANS: dict[int, tuple[Mapping[str, SearchParameter], _TypePlan]] = {}
+
+
+def _type_plan(params: Mapping[str, SearchParameter]) -> _TypePlan:
+    """The compiled plan of a parameter table, built once per table (the registry caches its tables per
+    type and deployment configuration, so the mapping's identity is the key)."""
     found = _PLANS.get(id(params))
     if found is not None and found[0] is params:
         return found[1]
-    plan = []
-    for sp in params.values():
-        alternatives = [alt for part in sp.parts for alt in part.alternatives or ()]
-        native = all(part.alternatives is not None for part in sp.parts)
-        first_keys = frozenset(alt.keys[0] for alt in alternatives if alt.keys)
-        whole = any(not alt.keys for alt in alternatives)
-        plan.append((sp, first_keys if native and not whole else None))
-    built = tuple(plan)
-    _PLANS[id(params)] = (params, built)
-    return built
+    plan = _TypePlan(params)
+    _PLANS[id(params)] = (params, plan)
+    return plan
 
 
 def index_values(resource: dict[str, Any], *, strict: bool = False) -> list[IndexValue]:
-    """All IndexValues of a resource, for every supported parameter of its type.
+    """All IndexValues of a resource, for every supported parameter of its type: the same values, in the
+    same order, as :func:`parameter_values` of each parameter in registry order.
 
     A failure inside one parameter (which valid R4 never triggers) is logged and that parameter skipped,
     unless ``strict``. ValueError if ``resourceType`` is not an R4 resource type.
@@ -579,14 +734,27 @@ def index_values(resource: dict[str, Any], *, strict: bool = False) -> list[Inde
         params = parameters(rtype)
     except KeyError:
         raise ValueError(f"not an R4 resource type: {rtype!r}") from None
+    plan = _type_plan(params)
+    found, touched = plan.walk(resource)
     out: Out = []
-    for sp, first_keys in _plan(params):
-        if first_keys is not None and first_keys.isdisjoint(resource):
-            continue  # every path starts at a key the resource does not have: nothing to find
+    for position in sorted(touched):
+        param = plan.parameters[position]
         try:
-            out.extend(parameter_values(sp, resource))
+            if type(param) is _GenericParameter:
+                out.extend(param.values(resource))
+                continue
+            values: Out = []  # inlined (not a method of the parameter): the hot loop of every write
+            convert, code = param.convert, param.sp.code
+            for slot, etype, implicit, wanted in param.alternatives:
+                elements = found[slot]
+                if elements is None:
+                    continue
+                for element in elements:
+                    if wanted is None or _reference_type(element) == wanted:
+                        convert(code, element, etype, implicit, values)
+            out.extend(dict.fromkeys(values) if len(values) > 1 else values)
         except Exception:
             if strict:
                 raise
-            log.warning("search parameter %s.%s could not be evaluated", rtype, sp.code, exc_info=True)
+            log.warning("search parameter %s.%s could not be evaluated", rtype, param.sp.code, exc_info=True)
     return out
