@@ -41,7 +41,7 @@ run: install
 
 test: install node_modules/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -n 4 --dist loadgroup
+	$(VENV)/bin/pytest -n 4 --dist loadgroup --durations=25
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -12,10 +12,11 @@ Logs carry counts, table names and error types; never ids or resources (PHI).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from fhirlake.lake.bootstrap import process_lake
+from fhirlake.lake.bootstrap import Lake, LakeSettings, build_lake
 from fhirlake.lake.stream import consume
 
 from handlers.observability import powertools
@@ -23,11 +24,17 @@ from handlers.observability import powertools
 logger, tracer, metrics = powertools()
 
 
+@functools.cache
+def lake() -> Lake:
+    """This sandbox's lake (clients, Glue cache), built on first use and kept across invocations."""
+    return build_lake(LakeSettings.from_env())
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    current = process_lake()
+    current = lake()
     outcome = consume(event.get("Records", []), current.writer, current.blobs, current.settings.tenant)
     summary = outcome.summary
     logger.info(

@@ -10,11 +10,12 @@ Logs carry table names and counts; never patient ids.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from fhirlake.lake.bootstrap import process_lake
+from fhirlake.lake.bootstrap import Lake, LakeSettings, build_lake
 from fhirlake.lake.maintenance import table_versions
 
 from handlers.observability import powertools
@@ -22,11 +23,17 @@ from handlers.observability import powertools
 logger, tracer, metrics = powertools()
 
 
+@functools.cache
+def lake() -> Lake:
+    """This sandbox's lake (clients, Glue cache), built on first use and kept across invocations."""
+    return build_lake(LakeSettings.from_env())
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    current = process_lake()
+    current = lake()
     action = event.get("action", "compact")
     if action == "erase":
         report = current.maintenance.erase_patient(event["patient_id"])

@@ -19,11 +19,12 @@ from typing import Any
 
 import boto3
 import duckdb
+import handlers.lake
+import handlers.lake_maintenance
 import pytest
 import sqlglot
 from fhirlake.bootstrap import aws_client
 from fhirlake.config import Settings
-from fhirlake.lake import bootstrap as lake_bootstrap
 from fhirlake.lake.bootstrap import Lake, LakeSettings, build_lake
 from fhirlake.lake.storage import view_sql
 from fhirlake.local.dispatcher import StreamPoller
@@ -216,7 +217,8 @@ def lake_world(views: Sequence[Any] = FAKE_VIEWS) -> Iterator[World]:
         ids = (f"r{n}" for n in itertools.count(1))
         service = ResourceService(store, get_validator("strict"), new_id=lambda: next(ids))
         lake = build_lake(LakeSettings.from_env(env), views=views)
-        patch.setattr(lake_bootstrap, "_process_lake", lake)
+        for handler_module in (handlers.lake, handlers.lake_maintenance):
+            patch.setattr(handler_module, "lake", lambda lake=lake: lake)
         yield World(aws, service, lake, Pump(aws, batch_size=100), LakeSql(lake, Path(folder)))
 
 

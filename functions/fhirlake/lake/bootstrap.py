@@ -76,14 +76,3 @@ def build_lake(
         blobs=S3BlobStore(s3, settings.blob_bucket or ""),
         dynamodb=aws_client("dynamodb", session),
     )
-
-
-_process_lake: Lake | None = None  # one per Lambda sandbox: clients and the Glue cache outlive invocations
-
-
-def process_lake() -> Lake:
-    """The lake of this deployment (settings from the environment), built on first use."""
-    global _process_lake
-    if _process_lake is None:
-        _process_lake = build_lake(LakeSettings.from_env())
-    return _process_lake

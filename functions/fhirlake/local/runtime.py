@@ -9,6 +9,7 @@ Data lives in the moto process memory: it is gone when the runtime stops.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import socket
 import warnings
@@ -33,8 +34,16 @@ def free_port() -> int:
 
 
 def load_handler(dotted: str) -> Callable[[dict[str, Any], Any], Any]:
+    """A fresh instance of the handler's module, as each Lambda function gets a sandbox of its own: its
+    module-level state (clients, caches built on first use) is never shared with another function or
+    with code that imported the module itself (tests)."""
     module_name, _, function_name = dotted.rpartition(".")
-    return getattr(importlib.import_module(module_name), function_name)
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"no handler module {module_name!r}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, function_name)
 
 
 class LocalRuntime:
