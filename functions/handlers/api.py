@@ -10,7 +10,7 @@ import random
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
-from fhirlake.api.apigw import caller, internal_error, request_from_event, result_from_response
+from fhirlake.api.apigw import caller, result_from_response, serve
 from fhirlake.api.http import Request
 from fhirlake.bootstrap import build_api, warm_up
 from fhirlake.config import Settings
@@ -45,11 +45,7 @@ else:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    request = request_from_event(event, _settings.base_url)
-    try:
-        response = _api.handle(request)
-    except Exception as exc:  # a bug: answer 500 with an OperationOutcome, log no PHI
-        response = internal_error(event, request, exc, logger)
+    request, response = serve(event, _settings.base_url, _api.handle, logger)
     _audit(event, request, response.status)
     return result_from_response(response)
 

@@ -10,12 +10,11 @@ Logs carry table names and counts; never patient ids.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from fhirlake.lake.bootstrap import Lake, LakeSettings, build_lake
+from fhirlake.lake.bootstrap import sandbox_lake
 from fhirlake.lake.maintenance import table_versions
 
 from handlers.observability import powertools
@@ -23,10 +22,7 @@ from handlers.observability import powertools
 logger, tracer, metrics = powertools()
 
 
-@functools.cache
-def lake() -> Lake:
-    """This sandbox's lake (clients, Glue cache), built on first use and kept across invocations."""
-    return build_lake(LakeSettings.from_env())
+lake = sandbox_lake()  # this sandbox's clients and Glue cache, kept across invocations
 
 
 @logger.inject_lambda_context

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import traceback
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from fhirlake.api.http import Request, Response, json_response
@@ -92,3 +93,18 @@ def internal_error(event: dict[str, Any], request: Request, exc: Exception, log:
     )
     outcome = FhirError.of(500, "exception", f"Internal error; quote request id {request_id(event)}")
     return json_response(request, 500, outcome.outcome())
+
+
+def serve(
+    event: dict[str, Any], base_url: str | None, handle: Callable[[Request], Response], log: ErrorLogger
+) -> tuple[Request, Response]:
+    """The request of ``event`` and ``handle``'s answer to it: a FhirError becomes its OperationOutcome,
+    anything else a 500 (:func:`internal_error`)."""
+    request = request_from_event(event, base_url)
+    try:
+        response = handle(request)
+    except FhirError as error:
+        response = json_response(request, error.status, error.outcome(), error.headers)
+    except Exception as exc:  # a bug: answer 500 with an OperationOutcome, log no PHI
+        response = internal_error(event, request, exc, log)
+    return request, response

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import boto3
@@ -76,3 +77,9 @@ def build_lake(
         blobs=S3BlobStore(s3, settings.blob_bucket or ""),
         dynamodb=aws_client("dynamodb", session),
     )
+
+
+def sandbox_lake() -> Callable[[], Lake]:
+    """The lake accessor of one Lambda sandbox (one handler module instance): the lake of this
+    deployment's settings, built on first use and kept across invocations."""
+    return functools.cache(lambda: build_lake(LakeSettings.from_env()))
