@@ -6,6 +6,9 @@ groups the function's ``FunctionSpec.extras`` names (:class:`LambdaAssets`: one 
 set), installed as manylinux aarch64 / CPython 3.13 wheels with ``pip install --platform ...``: pip
 never runs a build, so what lands in the asset is exactly what PyPI publishes for the Lambda platform,
 on any host OS/arch. An asset above Lambda's unzipped size limit fails the bundling (not the deploy).
+An asset may also carry extra folders from outside ``functions/`` (``extra_dirs``: the deployer's
+ViewDefinitions), copied in as ``<asset>/<name>/``; with ``-c bundling=skip`` nothing is bundled and the
+staged asset is ``functions/`` alone, as for every asset (that assembly is for review, not deployment).
 
 If this local bundling fails the error propagates and synth stops. :class:`LocalPipBundling` never
 returns ``False``, because that would make the CDK fall back to Docker bundling, which is not what
@@ -14,6 +17,7 @@ we want (and not available on the machines this is built on).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -21,12 +25,12 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jsii
-from aws_cdk import BundlingOptions, ILocalBundling
+from aws_cdk import BundlingOptions, DockerVolume, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +41,8 @@ LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_13
 LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
 PIP_PLATFORM = "manylinux2014_aarch64"  # must match LAMBDA_ARCHITECTURE
 PIP_PYTHON_VERSION = "3.13"  # must match LAMBDA_RUNTIME
+# Where Lambda unpacks a function's code asset (LAMBDA_TASK_ROOT).
+LAMBDA_TASK_ROOT = "/var/task"
 
 # Left out of the asset: the Lambda Python runtime ships boto3/botocore (and s3transfer). The api
 # handler only uses long-standing DynamoDB/S3 calls, so the runtime's copy is enough and the asset is
@@ -50,6 +56,7 @@ LAMBDA_UNZIPPED_LIMIT_BYTES = 262_144_000
 
 # Never part of the asset: build/test leftovers of the source tree.
 EXCLUDE = ("**/__pycache__", "**/*.pyc", "*.egg-info", "**/.pytest_cache", "**/.DS_Store")
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache", ".DS_Store")
 
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -103,7 +110,8 @@ class BundlingError(RuntimeError):
 class LocalPipBundling:
     """Copies the sources and ``pip install``s the wheels into the CDK's bundling output directory.
 
-    ``run`` is injectable so that unit tests can check the behaviour without network access.
+    ``extra_dirs`` maps a folder name in the asset to a folder copied there (it must not exist in the
+    sources). ``run`` is injectable so that unit tests can check the behaviour without network access.
     """
 
     def __init__(
@@ -111,11 +119,13 @@ class LocalPipBundling:
         source_dir: Path,
         requirements: Sequence[str],
         *,
+        extra_dirs: Mapping[str, Path] | None = None,
         python: str = sys.executable,
         run: Callable[..., Any] = subprocess.run,
     ) -> None:
         self.source_dir = Path(source_dir)
         self.requirements = list(requirements)
+        self.extra_dirs = {name: Path(folder) for name, folder in (extra_dirs or {}).items()}
         self.python = python
         self.run = run
 
@@ -123,12 +133,9 @@ class LocalPipBundling:
         started = time.monotonic()
         out = Path(output_dir)
         try:
-            shutil.copytree(
-                self.source_dir,
-                out,
-                dirs_exist_ok=True,
-                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache"),
-            )
+            shutil.copytree(self.source_dir, out, dirs_exist_ok=True, ignore=_IGNORE)
+            for name, folder in self.extra_dirs.items():
+                shutil.copytree(folder, out / name, ignore=_IGNORE)  # fails if the sources have <name>/
             if self.requirements:
                 command = [self.python, "-m", "pip", *pip_arguments(self.requirements, str(out))]
                 result = self.run(command, capture_output=True, text=True, env={**os.environ})
@@ -171,23 +178,50 @@ def check_unzipped_size(asset_dir: Path, requirements: Sequence[str]) -> int:
     return total
 
 
-def lambda_code(source_dir: Path = FUNCTIONS_DIR, requirements: Sequence[str] | None = None) -> lambda_.Code:
-    """One Lambda asset: ``source_dir`` + ``requirements`` (default: the core runtime requirements).
+def tree_digest(folder: Path) -> str:
+    """SHA-256 over the relative paths and contents of ``folder``'s files (what the asset copies)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder)
+        if _IGNORE(str(folder), list(relative.parts)):  # left out of the copy, so out of the digest
+            continue
+        digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def lambda_code(
+    source_dir: Path = FUNCTIONS_DIR,
+    requirements: Sequence[str] | None = None,
+    extra_dirs: Mapping[str, Path] | None = None,
+) -> lambda_.Code:
+    """One Lambda asset: ``source_dir`` + ``requirements`` (default: the core runtime requirements) +
+    each folder of ``extra_dirs`` as ``<asset>/<name>/``.
 
     The asset hash covers the source files and the bundling options; the pip command below lists the
-    requirements, so changing a dependency in pyproject.toml changes the hash and re-bundles. (The
-    ``image``/``command`` pair only documents the Docker equivalent and feeds the hash: the local
+    requirements, so changing a dependency in pyproject.toml changes the hash and re-bundles, and the
+    environment carries a digest of each extra folder, so changing one of its files does too. (The
+    ``image``/``command``/``volumes`` only document the Docker equivalent and feed the hash: the local
     bundler above always handles the bundling or fails.)
     """
     requirements = runtime_requirements() if requirements is None else list(requirements)
+    extra_dirs = dict(sorted((extra_dirs or {}).items()))
     pip = " ".join(["pip", *pip_arguments([f"'{r}'" for r in requirements], "/asset-output")])
+    copies = "".join(f" && cp -R /asset-extra/{name} /asset-output/{name}" for name in extra_dirs)
     return lambda_.Code.from_asset(
         str(source_dir),
         exclude=list(EXCLUDE),
         bundling=BundlingOptions(
             image=LAMBDA_RUNTIME.bundling_image,
-            command=["bash", "-c", f"cp -R /asset-input/. /asset-output && {pip}"],
-            local=LocalPipBundling(source_dir, requirements),
+            command=["bash", "-c", f"cp -R /asset-input/. /asset-output{copies} && {pip}"],
+            volumes=[
+                DockerVolume(host_path=str(folder), container_path=f"/asset-extra/{name}")
+                for name, folder in extra_dirs.items()
+            ],
+            environment={
+                f"FHIRLAKE_ASSET_EXTRA_{name.upper()}_SHA256": tree_digest(folder)
+                for name, folder in extra_dirs.items()
+            },
+            local=LocalPipBundling(source_dir, requirements, extra_dirs=extra_dirs),
         ),
     )
 
@@ -197,26 +231,29 @@ class LambdaAssets:
 
     A function gets the core dependencies plus the optional-dependency groups its
     ``FunctionSpec.extras`` names, so the api and import functions keep the small core asset while the
-    analytics functions carry pyarrow/matplotlib. Functions asking for the same set share one asset
-    (one bundling run, one upload).
+    analytics functions carry pyarrow/matplotlib. A function may add extra folders (``extra_dirs``: the
+    lake functions get the deployer's ViewDefinitions), so that no other asset grows. Functions asking
+    for the same set and the same folders share one asset (one bundling run, one upload).
     """
 
     def __init__(
         self,
         source_dir: Path = FUNCTIONS_DIR,
         pyproject: Path = PYPROJECT,
-        make_code: Callable[[Path, Sequence[str]], lambda_.Code] = lambda_code,
+        make_code: Callable[[Path, Sequence[str], Mapping[str, Path]], lambda_.Code] = lambda_code,
     ) -> None:
         self.source_dir = source_dir
         self.pyproject = pyproject
         self._make_code = make_code
-        self._codes: dict[tuple[str, ...], lambda_.Code] = {}
+        self._codes: dict[tuple[tuple[str, ...], tuple[tuple[str, Path], ...]], lambda_.Code] = {}
 
     def requirements(self, extras: Sequence[str] = ()) -> tuple[str, ...]:
         return tuple(runtime_requirements(self.pyproject, extras))
 
-    def code(self, extras: Sequence[str] = ()) -> lambda_.Code:
+    def code(self, extras: Sequence[str] = (), extra_dirs: Mapping[str, Path] | None = None) -> lambda_.Code:
         requirements = self.requirements(extras)
-        if requirements not in self._codes:
-            self._codes[requirements] = self._make_code(self.source_dir, requirements)
-        return self._codes[requirements]
+        folders = tuple(sorted((name, Path(folder)) for name, folder in (extra_dirs or {}).items()))
+        key = (requirements, folders)
+        if key not in self._codes:
+            self._codes[key] = self._make_code(self.source_dir, requirements, dict(folders))
+        return self._codes[key]

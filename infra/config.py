@@ -20,6 +20,8 @@ from typing import Any
 from fhirlake.search import config as index_config
 from fhirlake.validation import ValidationLevel
 
+from infra.views import ViewsFolderError, check_views_folder
+
 
 class ConfigError(ValueError):
     """A context option or the target environment is not acceptable; synth must stop."""
@@ -58,8 +60,10 @@ DEFAULTS: dict[str, Any] = {
     # Off by default: SnapStart for Python bills for the cached snapshot while a version is active, and
     # fhirlake bills nothing at idle but storage unless asked to (docs/deploy.md "SnapStart").
     "snapStart": False,
+    # A folder of the deployer's own ViewDefinitions (*.json), relative to the app; None = the shipped ones.
+    "viewsDir": None,
 }
-# searchConfig paths are relative to the CDK app (app.py, cdk.json), wherever the CLI is started from.
+# searchConfig and viewsDir paths are relative to the CDK app (app.py, cdk.json), wherever the CLI runs.
 APP_DIR = Path(__file__).resolve().parents[1]
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -107,6 +111,9 @@ class Config:
     search_config: str | None = None
     # Lambda SnapStart on the functions of infra.constructs.functions.SNAP_START_ROLES (the api).
     snap_start: bool = False
+    # The deployer's ViewDefinitions folder (checked at synth), shipped with the functions that
+    # materialize views; None = only the ViewDefinitions fhirlake ships.
+    views_dir: Path | None = None
 
     @property
     def retain(self) -> bool:
@@ -214,6 +221,7 @@ def load_config(context: Callable[[str], Any] | Mapping[str, Any], environ: Mapp
         ),
         search_config=_search_config(value("searchConfig")),
         snap_start=_snap_start(value("snapStart"), region),
+        views_dir=_views_dir(value("viewsDir")),
     )
 
 
@@ -248,6 +256,19 @@ def _search_config(raw: Any) -> str | None:
     except ValueError as exc:
         raise ConfigError(f"searchConfig={text!r}: {exc}") from None
     return json.dumps(json.loads(path.read_text()), separators=(",", ":"), sort_keys=True)
+
+
+def _views_dir(raw: Any) -> Path | None:
+    """The folder, once every ViewDefinition in it compiles as the lake functions will compile it."""
+    text = "" if raw is None else str(raw).strip()
+    if not text:
+        return None
+    folder = APP_DIR / text  # an absolute path stays as it is
+    try:
+        check_views_folder(folder)
+    except ViewsFolderError as exc:
+        raise ConfigError(f"viewsDir={text!r}: {exc}") from None
+    return folder.resolve()
 
 
 def _snap_start(raw: Any, region: str | None) -> bool:

@@ -282,5 +282,7 @@ ENV_MAX_BODY_BYTES = "FHIRLAKE_MAX_BODY_BYTES"
 ENV_BASE_URL = "FHIRLAKE_BASE_URL"
 # Which SQL engine answers analytics queries: "athena" (the default in AWS) or "duckdb" (local runtime).
 ENV_SQL_ENGINE = "FHIRLAKE_SQL_ENGINE"
+# A folder of extra SQL on FHIR ViewDefinitions the lake materializes (fhirlake.lake.viewdefs).
+ENV_VIEWS_DIR = "FHIRLAKE_VIEWS_DIR"
 # Which search parameters are indexed: a JSON document, or the path of one (fhirlake.search.config).
 ENV_SEARCH_CONFIG = "FHIRLAKE_SEARCH_CONFIG"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from aws_cdk import Annotations, ArnFormat, Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_dynamodb as dynamodb
@@ -22,6 +23,7 @@ from infra.constructs import pascal
 from infra.constructs.analytics import AnalyticsCatalog
 from infra.constructs.triggers import FAILURE_HANDLING, SELF_INVOKING, parse_trigger
 from infra.nag import regex, suppress
+from infra.views import VIEWS_ASSET_DIR
 
 # Exactly what the handlers do; no Scan, no stream reads, no DescribeTable. Transactions need the
 # per-item actions (TransactWriteItems = Put/Update/Delete/ConditionCheck, TransactGetItems = GetItem).
@@ -176,6 +178,10 @@ _ARN_PART = r"(?:<AWS::[A-Za-z]+>|[^:<>]+)"
 # versions only, never to $LATEST.
 SNAP_START_ROLES = frozenset({topology.API_FUNCTION.role})
 LIVE_ALIAS = "live"
+# Functions that materialize ViewDefinitions and so carry the deployment's own (context ``viewsDir``) in
+# their asset: the lake writes each new version's view rows, lake maintenance rebuilds them (backfill).
+# Not analytics: it queries the views through the Glue catalog, never their definitions.
+VIEWS_ROLES = frozenset({topology.LAKE_FUNCTION.role, topology.LAKE_MAINTENANCE_FUNCTION.role})
 # Lambda refuses a function whose environment variables (names and values) exceed 4 KB in total.
 LAMBDA_ENVIRONMENT_BYTES = 4096
 # What a deployed name or URL (a token at synth) may take: generated table/bucket names and queue URLs
@@ -208,6 +214,11 @@ class FunctionSettings:
     search_config: str | None = None
     # SnapStart (published versions behind the LIVE_ALIAS) for the functions of SNAP_START_ROLES.
     snap_start: bool = False
+    # The deployer's ViewDefinitions folder (already checked), shipped to the functions of VIEWS_ROLES.
+    views_dir: Path | None = None
+
+    def ships_views(self, spec: topology.FunctionSpec) -> bool:
+        return self.views_dir is not None and spec.role in VIEWS_ROLES
 
 
 def resource_environment(data: DataResources) -> dict[str, str]:
@@ -249,7 +260,8 @@ class Functions(Construct):
         # function itself.
         self.entry_points: dict[str, lambda_.IFunction] = {}
         for spec in specs:
-            self._function(spec, data, settings, assets.code(spec.extras))
+            extra_dirs = {VIEWS_ASSET_DIR: settings.views_dir} if settings.ships_views(spec) else None
+            self._function(spec, data, settings, assets.code(spec.extras, extra_dirs))
 
     def _function(
         self,
@@ -302,6 +314,8 @@ class Functions(Construct):
             environment[topology.ENV_SEARCH_CONFIG] = settings.search_config
         for extra in spec.extras:
             environment.update(EXTRA_ENVIRONMENT.get(extra, {}))
+        if settings.ships_views(spec):
+            environment[topology.ENV_VIEWS_DIR] = f"{bundling.LAMBDA_TASK_ROOT}/{VIEWS_ASSET_DIR}"
         check_environment_size(spec, environment)
         kind = parse_trigger(spec).kind
         reserved = settings.reserved_concurrency

@@ -65,6 +65,7 @@ class ApiStack(Stack):
                 name_prefix=config.resource_name,
                 search_config=config.search_config,
                 snap_start=config.snap_start,
+                views_dir=config.views_dir,
             ),
             assets=assets if assets is not None else bundling.LambdaAssets(),
             specs=specs,

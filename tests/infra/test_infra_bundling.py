@@ -175,7 +175,7 @@ def test_the_real_extras_of_the_analytics_functions_exist():
 def test_functions_with_the_same_extras_share_one_asset(pyproject, tmp_path):
     made = []
 
-    def make_code(source_dir, requirements):
+    def make_code(source_dir, requirements, extra_dirs):
         made.append(tuple(requirements))
         return object()
 

@@ -137,6 +137,11 @@ def test_deployments_add_and_replace_views_with_a_folder(tmp_path: Path) -> None
     (tmp_path / "conditions.json").write_text(json.dumps(replaced))
     (tmp_path / "broken.json").write_text(json.dumps({"name": "broken", "resource": "Patient", "select": 3}))
     (tmp_path / "clash.json").write_text(json.dumps({**shipped["conditions"], "name": "condition"}))
+    (tmp_path / "nameless.json").write_text(
+        json.dumps({k: v for k, v in shipped["procedures"].items() if k != "name"})
+    )
+    (tmp_path / "truncated.json").write_text('{"resourceType": "ViewDefinition", "name": "half"')
     views = {v.name: v for v in load_views(str(tmp_path))}
-    assert set(views) == set(shipped) | {"hba1c_values"}  # the broken and the clashing one left out
+    # the broken, clashing, nameless and unreadable ones are left out, the others still load
+    assert set(views) == set(shipped) | {"hba1c_values"}
     assert [c.name for c in views["conditions"].columns] == ["id"]

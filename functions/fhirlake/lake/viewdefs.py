@@ -19,12 +19,12 @@ from typing import Any, Protocol
 import orjson
 import pyarrow as pa
 
+from fhirlake import topology
 from fhirlake.fhir.types import resource_types
 from fhirlake.lake.rows import last_updated, patient_id, to_table
 from fhirlake.lake.schema import LAST_UPDATED_TYPE
 from fhirlake.persistence import StoredVersion
 
-ENV_VIEWS_DIR = "FHIRLAKE_VIEWS_DIR"
 _log = logging.getLogger(__name__)
 
 # ViewDefinition column types (FHIR type codes) -> Arrow; anything else (dates included) is a string.
@@ -101,22 +101,35 @@ def view_history_table(view: CompiledView, versions: Iterable[StoredVersion]) ->
     return to_table(rows, view_history_schema(view))
 
 
+def reserved_view_names() -> frozenset[str]:
+    """Names a ViewDefinition cannot take: the resource types' tables and views."""
+    types = resource_types()
+    return frozenset({t.lower() for t in types} | {f"{t.lower()}_history" for t in types})
+
+
 def load_views(views_dir: str | None = None) -> list[CompiledView]:
     """The shipped ViewDefinitions plus those of ``views_dir`` (env FHIRLAKE_VIEWS_DIR; a file there
-    replaces a shipped view of the same name), compiled. A view that does not compile, or whose name
-    would take a resource type's table or view, is logged and left out: one bad deployment file must not
-    stop the whole lake."""
+    replaces a shipped view of the same name), compiled. A file that is not JSON, a view that does not
+    compile or has no name, or whose name would take a resource type's table or view, is logged and left
+    out: one bad deployment file must not stop the whole lake (the CDK app refuses them at synth)."""
     from fhirlake.views import ViewDefinitionError, compile_view, default_views  # optional for the lake
 
     definitions = {v.get("name"): v for v in default_views()}
-    folder = views_dir if views_dir is not None else os.environ.get(ENV_VIEWS_DIR)
+    folder = views_dir if views_dir is not None else os.environ.get(topology.ENV_VIEWS_DIR)
     if folder:
         for path in sorted(Path(folder).glob("*.json")):
-            view = orjson.loads(path.read_bytes())
-            definitions[view.get("name")] = view
-    taken = {t.lower() for t in resource_types()} | {f"{t.lower()}_history" for t in resource_types()}
+            try:
+                view = orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError) as exc:
+                _log.error("ViewDefinition file %s is unreadable and not materialized: %s", path.name, exc)
+                continue
+            definitions[view.get("name") if isinstance(view, dict) else None] = view
+    taken = reserved_view_names()
     compiled = []
     for name, definition in definitions.items():
+        if not isinstance(name, str) or not name:
+            _log.error("A ViewDefinition without a name is not materialized")
+            continue
         try:
             view = compile_view(definition)
         except ViewDefinitionError as exc:
