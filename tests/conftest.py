@@ -8,6 +8,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from fhirlake.local.moto_server import patch_transactions
 from fhirlake.local.provision import Provisioned, provision
 from moto import mock_aws
 
@@ -45,5 +46,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Provisioned]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # moto deep-copies every table a transaction touches (to roll back): seconds per write once a table
+    # holds a few thousand index entries. The local runtime's fix (conditions checked first) applies here too.
+    patch_transactions()
     with mock_aws():
         yield provision(boto3.Session(region_name="us-east-1"), None)

@@ -18,10 +18,13 @@ import orjson
 import pytest
 from fhirlake.fhir import json as fhir_json
 from fhirlake.lake.viewdefs import load_views
-from fhirlake.local.moto_server import _patch_transactions
+from fhirlake.local.moto_server import patch_transactions
 from fhirlake.views import default_views, evaluate
 
 from tests.lake.conftest import World, lake_world
+
+# One worker builds this module's data once (a module fixture would run again on every worker).
+pytestmark = pytest.mark.xdist_group("lake-synthea")
 
 TYPES = ("Patient", "Condition", "Immunization")
 
@@ -37,7 +40,7 @@ def loaded(
 ) -> Iterator[tuple[World, dict[str, dict[str, dict]], duckdb.DuckDBPyConnection]]:
     # moto copies the whole table before each transaction (O(table) per write); the local runtime's fix,
     # which checks the conditions first and skips the copy, keeps this load linear.
-    _patch_transactions()
+    patch_transactions()
     with lake_world(views=load_views()) as world:
         service = world.service
         for resource_type in TYPES:

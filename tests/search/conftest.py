@@ -108,7 +108,7 @@ def create_all(index_service):
 
     # moto deep-copies the whole table for every transaction; the local runtime's patch skips the copy
     # when the transaction's conditions hold (what DynamoDB does is unchanged).
-    moto_server._patch_transactions()
+    moto_server.patch_transactions()
     counter = itertools.count()
 
     def create(resources: list[dict[str, Any]]) -> list[str]:

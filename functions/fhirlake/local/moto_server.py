@@ -80,7 +80,7 @@ def _transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) ->
 _ORIGINAL_TRANSACT: Callable[..., None] = None  # type: ignore[assignment]
 
 
-def _patch_transactions() -> None:
+def patch_transactions() -> None:
     global _ORIGINAL_TRANSACT
     from moto.dynamodb.models import DynamoDBBackend
 
@@ -143,7 +143,7 @@ def serve(host: str, port: int) -> None:
     # client's delayed ACK (~40 ms).
     WSGIRequestHandler.disable_nagle_algorithm = True
     _index_partition_queries()
-    _patch_transactions()
+    patch_transactions()
     app = _SerializedDynamoDB(DomainDispatcherApplication(create_backend_app))
     server: BaseWSGIServer = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
     parent = os.getppid()
