@@ -187,7 +187,7 @@ def run(args: argparse.Namespace, session: Any) -> None:
 
     # The local runtime's moto fixes: no whole-table copy per transaction, Queries read their partition
     # (DynamoDB's own cost model; the proxy applies calls one at a time, as these fixes require).
-    moto_server._patch_transactions()
+    moto_server.patch_transactions()
     moto_server._index_partition_queries()
     settings = Settings.from_env(provision(session, None).environment())
     service = build_service(settings, session)
