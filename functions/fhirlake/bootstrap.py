@@ -1,18 +1,12 @@
-"""Composition root: builds the core from Settings and AWS clients.
-
-Endpoints come from the standard AWS SDK configuration (``AWS_ENDPOINT_URL`` and friends), which
-is how the local runtime points the very same code at moto on 127.0.0.1.
-"""
+"""Composition root: builds the core from Settings and AWS clients (``fhirlake.aws``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import boto3
-from botocore.config import Config
 
 from fhirlake.api.app import FhirApi
 from fhirlake.api.http import Request
+from fhirlake.aws import aws_client
 from fhirlake.config import Settings
 from fhirlake.fhir.types import resource_types
 from fhirlake.persistence.blobs import S3BlobStore
@@ -21,17 +15,6 @@ from fhirlake.persistence.dynamodb_search import DynamoSearch
 from fhirlake.search.extract import index_values
 from fhirlake.service.crud import ResourceService
 from fhirlake.validation import get_validator
-
-_CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 4},
-    connect_timeout=3,
-    read_timeout=20,
-    max_pool_connections=32,
-)
-
-
-def aws_client(service: str, session: boto3.Session | None = None) -> Any:
-    return (session or boto3.Session()).client(service, config=_CLIENT_CONFIG)
 
 
 def build_store(settings: Settings, session: boto3.Session | None = None) -> DynamoResourceStore:

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import orjson
-from fhirlake.bootstrap import aws_client
+from fhirlake.aws import aws_client
 from fhirlake.service.reindex import DEFAULT_SEGMENTS, run_reindex
 
 from handlers.observability import powertools

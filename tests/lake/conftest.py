@@ -23,7 +23,7 @@ import handlers.lake
 import handlers.lake_maintenance
 import pytest
 import sqlglot
-from fhirlake.bootstrap import aws_client
+from fhirlake.aws import aws_client
 from fhirlake.config import Settings
 from fhirlake.lake.bootstrap import Lake, LakeSettings, build_lake
 from fhirlake.lake.storage import view_sql

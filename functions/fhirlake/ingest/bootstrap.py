@@ -9,7 +9,8 @@ from typing import Any
 import boto3
 
 from fhirlake.api.app import FhirApi
-from fhirlake.bootstrap import aws_client, build_store
+from fhirlake.aws import aws_client
+from fhirlake.bootstrap import build_store
 from fhirlake.config import Settings
 from fhirlake.ingest.jobs import JobStore
 from fhirlake.ingest.service import Core, ImportService, ImportSettings

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import boto3
 
 from fhirlake import topology
-from fhirlake.bootstrap import aws_client
+from fhirlake.aws import aws_client
 from fhirlake.lake.maintenance import LakeMaintenance
 from fhirlake.lake.storage import GlueCatalog, LakeFiles
 from fhirlake.lake.viewdefs import CompiledView, deployed_views

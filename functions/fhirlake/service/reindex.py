@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
+from fhirlake.aws import aws_client
 from fhirlake.config import Settings
 from fhirlake.fhir.types import resource_types
 from fhirlake.persistence import keys, search_index
@@ -402,7 +403,6 @@ def run_reindex(
 ) -> ReindexReport:
     """Run (or resume) the re-index job of the deployment ``settings`` describe (default: the
     environment's) until it is done or ``deadline`` (a ``time.monotonic()`` value) passes."""
-    from fhirlake.bootstrap import aws_client  # the composition root; imported late, it builds the API
 
     settings = settings or Settings.from_env()
     blobs = S3BlobStore(aws_client("s3", session), settings.blob_bucket)
