@@ -26,6 +26,18 @@ def test_plain_documents_take_the_fast_path() -> None:
     assert type(value["f"]) is float
 
 
+def test_compact_documents_written_back_verbatim_keep_floats() -> None:
+    # orjson writes these exact bytes back, so every number keeps its text as a float
+    value = loads(b'{"v":1.0,"w":100.0,"x":[0.1,2]}')
+    assert [type(value["v"]), type(value["w"])] == [float, float]
+    assert dumps(value) == b'{"v":1.0,"w":100.0,"x":[0.1,2]}'
+
+
+def test_spacing_does_not_hide_a_decimal_at_risk() -> None:
+    text = b'{\n  "v": 1.50,\n  "w": 2.5\n}'
+    assert dumps(loads(text)) == b'{"v":1.50,"w":2.5}'
+
+
 @pytest.mark.parametrize("bad", [b"{", b'{"a":1,}', b"{'a':1}", b'{"a":1} // c', b"\xff\xfe{}"])
 def test_malformed_json_is_a_400_with_position(bad: bytes) -> None:
     with pytest.raises(FhirError) as caught:

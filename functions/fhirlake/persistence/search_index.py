@@ -107,29 +107,32 @@ def entries(
     out = set()
     partitions = _partitions(tenant, resource_type)
     suffix = KEY_END + resource_id
+    crc = zlib.crc32(resource_id.encode())  # the shard_of() hash, once per resource rather than per value
     for value in values:
         key = entry_key(value)
         if key is None:
             continue
-        code = value.code
-        pk, shards = partitions.get(code) or (index_pk(tenant, resource_type, code), 1)
-        if shards > 1:
-            pk = shard_pk(tenant, resource_type, code, shard_of(resource_id, shards), shards)
-        out.add((pk, key + suffix))
+        shard_pks = partitions.get(value.code)
+        if shard_pks is None:  # a parameter outside the registry table (not written by index_values)
+            shard_pks = (index_pk(tenant, resource_type, value.code),)
+        out.add((shard_pks[crc % len(shard_pks)], key + suffix))
     return out
 
 
-_PARTITIONS: dict[tuple[str, str], tuple[Mapping[str, SearchParameter], dict[str, tuple[str, int]]]] = {}
+_PARTITIONS: dict[tuple[str, str], tuple[Mapping[str, SearchParameter], dict[str, tuple[str, ...]]]] = {}
 
 
-def _partitions(tenant: str, resource_type: str) -> dict[str, tuple[str, int]]:
-    """code -> (unsharded partition key, shard count) of a type's indexed parameters; built once per
-    registry table (the registry caches its tables per deployment configuration: identity is the key)."""
+def _partitions(tenant: str, resource_type: str) -> dict[str, tuple[str, ...]]:
+    """code -> the partition keys of its shards, in shard order (``shard_pk`` of each; one for an unsharded
+    parameter), so that shard ``crc32(id) % n`` is an index; built once per registry table (the registry
+    caches its tables per deployment configuration: identity is the key)."""
     known = parameters(resource_type)
     cached = _PARTITIONS.get((tenant, resource_type))
     if cached is not None and cached[0] is known:
         return cached[1]
-    table = {code: (index_pk(tenant, resource_type, code), sp.shards) for code, sp in known.items()}
+    table = {
+        code: tuple(partition_keys(tenant, resource_type, code, sp.shards)) for code, sp in known.items()
+    }
     _PARTITIONS[(tenant, resource_type)] = (known, table)
     return table
 
