@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from fhirlake.persistence import search_index
 from fhirlake.persistence.blobs import S3BlobStore
-from fhirlake.service.reindex import Reindexer, applied_digest, layout_digest, run_reindex, target_layout
+from fhirlake.persistence.dynamodb_reindex import DynamoReindexStore, applied_digest
+from fhirlake.service.reindex import Reindexer, layout_digest, run_reindex, target_layout
 
 BASE = "http://fhir.example/base"
 
@@ -107,10 +108,14 @@ class Clock:
         return next(self.ticks)
 
 
+def reindex_store(client: Any, index_settings, blobs: S3BlobStore) -> DynamoReindexStore:
+    return DynamoReindexStore(client, index_settings.table_name, index_settings.tenant, blobs)
+
+
 def reindexer(index_settings, index_service, **kwargs: Any) -> Reindexer:
     store = index_service.store
     blobs = S3BlobStore(__import__("boto3").client("s3"), index_settings.blob_bucket)
-    return Reindexer(store.dynamodb, index_settings.table_name, index_settings.tenant, blobs, **kwargs)
+    return Reindexer(reindex_store(store.dynamodb, index_settings, blobs), **kwargs)
 
 
 def test_an_interrupted_job_resumes_where_it_stopped(
@@ -150,7 +155,7 @@ def test_a_job_that_crashed_mid_page_replays_it_harmlessly(
             return getattr(client, name)
 
     blobs = S3BlobStore(__import__("boto3").client("s3"), index_settings.blob_bucket)
-    crashing = Reindexer(Crashing(), index_settings.table_name, "default", blobs, segments=1, page_size=10)
+    crashing = Reindexer(reindex_store(Crashing(), index_settings, blobs), segments=1, page_size=10)
     with pytest.raises(ConnectionError):
         crashing.run()
     assert reindexer(index_settings, index_service, segments=1, page_size=10).run().status == "done"
@@ -194,9 +199,7 @@ def test_a_run_overtaken_by_a_newer_configuration_stops_without_moving_its_posit
 
     use_index_config('{"shards": {"Patient.gender": 3}}')
     blobs = S3BlobStore(__import__("boto3").client("s3"), index_settings.blob_bucket)
-    old = Reindexer(
-        DeployDuringTheRun(), index_settings.table_name, "default", blobs, segments=1, page_size=5
-    )
+    old = Reindexer(reindex_store(DeployDuringTheRun(), index_settings, blobs), segments=1, page_size=5)
     assert old.run().status == "superseded"
     assert newer_reports[0].status == "in-progress"
     use_index_config('{"shards": {"Patient.gender": 7}}')

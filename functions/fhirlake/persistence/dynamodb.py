@@ -161,7 +161,7 @@ class DynamoResourceStore:
             (self.search_entries(previous), self.search_entries(version)) for version, previous in writes
         ]
         # All the new entries of the batch share full 25-item BatchWriteItem requests.
-        self._put_entries_of(
+        self.put_entries(
             [
                 (new - old, version.version_id)
                 for (old, new), (version, _) in zip(entries, writes, strict=True)
@@ -260,7 +260,7 @@ class DynamoResourceStore:
         )
         old, new = self.search_entries(previous), self.search_entries(version)
         self._remember_entries(version, None)  # another write may take its version number
-        self._put_entries(old - new, previous.version_id if previous else 0)
+        self.put_entries([(old - new, previous.version_id if previous else 0)])
 
     # -- search index -------------------------------------------------------------------
     def search_entries(self, version: StoredVersion | None) -> SearchEntries:
@@ -305,10 +305,8 @@ class DynamoResourceStore:
                 del self._recent_entries[next(iter(self._recent_entries))]
             self._recent_entries[key] = entries
 
-    def _put_entries(self, entries: SearchEntries, version_id: int) -> None:
-        self._put_entries_of([(entries, version_id)])
-
-    def _put_entries_of(self, groups: list[tuple[SearchEntries, int]]) -> None:
+    def put_entries(self, groups: list[tuple[SearchEntries, int]]) -> None:
+        """Write search index entries, each group with the version that wrote it (``vid``)."""
         requests: list[dict[str, Any]] = []
         partitions = self._partition_values
         for entries, version_id in groups:
@@ -318,6 +316,10 @@ class DynamoResourceStore:
                 if partition is None:  # one per index partition (bounded by the registry), reused
                     partition = partitions[pk] = {"S": pk}
                 requests.append({"PutRequest": {"Item": {"pk": partition, "sk": {"S": sk}, "vid": vid}}})
+        self.write_requests(requests)
+
+    def write_requests(self, requests: list[dict[str, Any]]) -> None:
+        """BatchWriteItem requests, 25 per call (the API's limit), unprocessed items retried."""
         for start in range(0, len(requests), 25):
             pending: dict[str, Any] = {self._table: requests[start : start + 25]}
             while pending:

@@ -47,6 +47,9 @@ MAX_SHARDS = 64
 # heat at all, and a narrow one it splits only after it has throttled.
 DEFAULT_HOT_SHARDS = 8
 _ENUMERATED_ELEMENTS = frozenset({"code", "boolean"})
+# What a table's index entries are written for: type -> code -> (fingerprint, shard count). The re-index
+# job compares the applied layout with the target one (``fhirlake.service.reindex``).
+Layout = dict[str, dict[str, tuple[str, int]]]
 # Bump when entry_key / index_pk change meaning: every parameter's fingerprint changes, so the re-index
 # job rebuilds every partition.
 KEY_LAYOUT_VERSION = 1

@@ -26,46 +26,40 @@ stale entry, which search ignores (candidates are always checked against their c
 next update of that resource removes. Run one job at a time per table (the Lambda has a reserved
 concurrency of 1). Until it finishes, a search on a newly added parameter may miss resources stored
 before the configuration changed.
+
+The records and the table access live in ``fhirlake.persistence.dynamodb_reindex``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from threading import Lock
 from typing import Any
 
 import orjson
-from botocore.exceptions import ClientError
 
 from fhirlake.aws import aws_client
 from fhirlake.config import Settings
 from fhirlake.fhir.types import resource_types
-from fhirlake.persistence import keys, search_index
+from fhirlake.persistence import search_index
 from fhirlake.persistence.blobs import S3BlobStore
-from fhirlake.persistence.dynamodb import version_from_item
-from fhirlake.search.config import fingerprint
+from fhirlake.persistence.dynamodb_reindex import (
+    SEGMENT_DONE,
+    Checkpoint,
+    DynamoReindexStore,
+    Superseded,
+)
+from fhirlake.search.config import Layout, fingerprint
 from fhirlake.search.extract import parameter_values
 from fhirlake.search.parameters import all_parameters, parameters
 
-CONFIG_SK = "config"
-CHECKPOINT_SK = "reindex"
 DEFAULT_SEGMENTS = 4
 SCAN_PAGE = 200  # items per Scan request (before the filter): a checkpoint at most this much work apart
-_BATCH_WRITE = 25  # DynamoDB BatchWriteItem limit
-_DONE = "done"
 _CHECKPOINT_EVERY = 50  # empty partitions cleared between checkpoints
-
-# type -> code -> (fingerprint, shard count)
-Layout = dict[str, dict[str, tuple[str, int]]]
-
-
-class Superseded(Exception):
-    """The checkpoint now belongs to a job for another configuration."""
 
 
 def target_layout() -> Layout:
@@ -152,24 +146,19 @@ class ReindexReport:
 
 
 class Reindexer:
-    """The job over one table and tenant. ``deadline`` (a ``clock()`` value) ends a run early, with the
-    work done so far checkpointed: the caller runs it again (the Lambda re-invokes itself)."""
+    """The job over one table and tenant (``store``: its table access). ``deadline`` (a ``clock()`` value)
+    ends a run early, with the work done so far checkpointed: the caller runs it again (the Lambda
+    re-invokes itself)."""
 
     def __init__(
         self,
-        dynamodb: Any,
-        table: str,
-        tenant: str,
-        blobs: S3BlobStore,
+        store: DynamoReindexStore,
         *,
         segments: int = DEFAULT_SEGMENTS,
         page_size: int = SCAN_PAGE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._ddb = dynamodb
-        self._table = table
-        self._tenant = tenant
-        self._blobs = blobs
+        self._store = store
         self._segments = segments
         self._page_size = page_size
         self._clock = clock
@@ -179,35 +168,40 @@ class Reindexer:
     # -- the job ----------------------------------------------------------------------------
     def run(self, deadline: float | None = None) -> ReindexReport:
         target = target_layout()
-        applied = self._layout(CONFIG_SK)
-        checkpoint = self._item(CHECKPOINT_SK)
+        applied = self._store.applied_layout()
+        checkpoint = self._store.checkpoint()
         written = [applied if applied is not None else legacy_layout()]
         digest = layout_digest(target)
         if checkpoint is not None:
             # What the job being resumed set out to undo and build; or, if that job was for another
             # configuration and is abandoned, what it may have half written.
-            written += _decode_layouts(checkpoint["layouts"]["B"])
-            if checkpoint["digest"]["S"] != digest:
+            written += checkpoint.layouts
+            if checkpoint.digest != digest:
                 checkpoint = None
-        job = plan(self._tenant, target, written)
+        job = plan(self._store.tenant, target, written)
         if not job.needed and checkpoint is None:
             if applied is None:
-                self._save_layout(CONFIG_SK, target, digest)
+                self._store.save_applied(target, digest)
             return ReindexReport("up-to-date")
         if checkpoint is None:
-            checkpoint = self._start(job, written)
+            # The layouts the plan was made from besides the applied one (which stays recorded until the
+            # job ends) and the target: a resumed run makes the same plan, and a job for yet another
+            # configuration knows what this one may have written.
+            checkpoint = Checkpoint(
+                job.digest, [*written[1:], target], 0, dict.fromkeys(range(self._segments), "")
+            )
+            self._store.start(checkpoint)
         # A resumed job keeps the Scan segmentation it started with, whatever this run was asked for:
         # the positions saved are positions in those segments.
-        self._segments = len(checkpoint["segments"]["M"])
+        self._segments = len(checkpoint.segments)
         report = ReindexReport("in-progress")
         try:
-            if not self._clear(job, int(checkpoint["cleared"]["N"]), report, deadline):
+            if not self._clear(job, checkpoint.cleared, report, deadline):
                 return report
-            segments = checkpoint["segments"]["M"]
-            left = [int(s) for s, pos in segments.items() if pos["S"] != _DONE]
+            left = [s for s, position in sorted(checkpoint.segments.items()) if position != SEGMENT_DONE]
             with ThreadPoolExecutor(max_workers=max(1, len(left))) as pool:
                 finished = list(
-                    pool.map(lambda s: self._fill(job, s, segments[str(s)]["S"], report, deadline), left)
+                    pool.map(lambda s: self._fill(job, s, checkpoint.segments[s], report, deadline), left)
                 )
         except Superseded:
             # A run for a newer configuration restarted the checkpoint (a deployment during this run):
@@ -217,181 +211,66 @@ class Reindexer:
         report.segments_left = sorted(s for s, done in zip(left, finished, strict=True) if not done)
         if report.segments_left:
             return report
-        self._save_layout(CONFIG_SK, target, digest)
-        self._ddb.delete_item(TableName=self._table, Key=self._key(CHECKPOINT_SK))
+        self._store.finish(target, digest)
         report.status = "done"
         return report
-
-    def _start(self, job: ReindexPlan, written: list[Layout]) -> dict[str, Any]:
-        """A fresh checkpoint. It keeps the layouts the plan was made from besides the applied one (which
-        stays recorded until the job ends) and the target, so that a resumed run makes the same plan and a
-        job for yet another configuration knows what this one may have written."""
-        item = self._key(CHECKPOINT_SK) | {
-            "digest": {"S": job.digest},
-            "layouts": {"B": _encode_layouts([*written[1:], job.target])},
-            "cleared": {"N": "0"},
-            "segments": {"M": {str(s): {"S": ""} for s in range(self._segments)}},
-        }
-        self._ddb.put_item(TableName=self._table, Item=item)
-        return item
 
     # -- step 1: clear ----------------------------------------------------------------------
     def _clear(self, job: ReindexPlan, done: int, report: ReindexReport, deadline: float | None) -> bool:
         for index in range(done, len(job.clear)):
             if self._out_of_time(deadline):
                 return False
-            deleted = 0
-            for batch in self._partition_keys(job.clear[index]):
-                self._write([{"DeleteRequest": {"Key": key}} for key in batch])
-                deleted += len(batch)
+            deleted = self._store.clear_partition(job.clear[index])
             report.deleted_entries += deleted
             report.cleared_partitions += 1
             self._steps += 1
             if not deleted and (index + 1) % _CHECKPOINT_EVERY and index + 1 < len(job.clear):
                 continue  # re-reading an empty partition after a crash costs one Query: save the write
-            self._checkpoint(job, "SET cleared = :n", {}, {":n": {"N": str(index + 1)}})
+            self._store.save_cleared(job.digest, index + 1)
         return True
-
-    def _checkpoint(
-        self, job: ReindexPlan, update: str, names: dict[str, str], values: dict[str, Any]
-    ) -> None:
-        """Record progress, only while the checkpoint is still this job's (same layout digest)."""
-        try:
-            self._ddb.update_item(
-                TableName=self._table,
-                Key=self._key(CHECKPOINT_SK),
-                UpdateExpression=update,
-                ConditionExpression="#digest = :digest",
-                ExpressionAttributeNames={**names, "#digest": "digest"},
-                ExpressionAttributeValues={**values, ":digest": {"S": job.digest}},
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise Superseded from None
-            raise
-
-    def _partition_keys(self, pk: str) -> Iterator[list[dict[str, Any]]]:
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": pk}},
-            "ProjectionExpression": "pk, sk",
-        }
-        while True:
-            resp = self._ddb.query(**kwargs)
-            if resp.get("Items"):
-                yield resp["Items"]
-            if "LastEvaluatedKey" not in resp:
-                return
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     # -- step 2: fill -----------------------------------------------------------------------
     def _fill(
         self, job: ReindexPlan, segment: int, position: str, report: ReindexReport, deadline: float | None
     ) -> bool:
         """One Scan segment from its checkpoint on; True when it reached its end."""
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "Segment": segment,
-            "TotalSegments": self._segments,
-            "Limit": self._page_size,
-            "ConsistentRead": True,
-            "FilterExpression": "sk = :cur AND tenant = :tenant",
-            "ExpressionAttributeValues": {":cur": {"S": keys.CURRENT_SK}, ":tenant": {"S": self._tenant}},
-        }
-        if position:
-            kwargs["ExclusiveStartKey"] = orjson.loads(position)
         while True:
             if self._out_of_time(deadline):
                 return False
-            resp = self._ddb.scan(**kwargs)
-            self._reindex_items(job, resp.get("Items", []), report)
-            last = resp.get("LastEvaluatedKey")
-            self._checkpoint(
-                job,
-                "SET #segments.#s = :p",
-                {"#segments": "segments", "#s": str(segment)},
-                {":p": {"S": orjson.dumps(last).decode() if last else _DONE}},
-            )
+            page = self._store.scan_current(segment, self._segments, position, self._page_size, job.fill)
+            written = self._store.put_entries(
+                [
+                    (self._entries_to_rebuild(job, version.resource_type, version.id, version.resource),
+                     version.version_id)
+                    for version in page.versions
+                ]
+            )  # fmt: skip
+            self._store.save_position(job.digest, segment, page.position)
             with self._lock:
+                report.scanned_items += page.scanned
+                report.reindexed_resources += len(page.versions)
+                report.written_entries += written
                 report.scan_pages += 1
                 self._steps += 1
-            if last is None:
+            if page.position == SEGMENT_DONE:
                 return True
-            kwargs["ExclusiveStartKey"] = last
+            position = page.position
 
-    def _reindex_items(self, job: ReindexPlan, items: list[dict[str, Any]], report: ReindexReport) -> None:
-        requests: list[dict[str, Any]] = []
-        reindexed = 0
-        for item in items:
-            codes = job.fill.get(item["type"]["S"])
-            if not codes or item.get("deleted", {}).get("BOOL"):
-                continue
-            version = version_from_item(item, self._blobs)
-            known = parameters(version.resource_type)
-            values = [
-                v for code in codes if code in known for v in parameter_values(known[code], version.resource)
-            ]
-            entries = search_index.entries(self._tenant, version.resource_type, version.id, values)
-            requests += [
-                {
-                    "PutRequest": {
-                        "Item": {"pk": {"S": pk}, "sk": {"S": sk}, "vid": {"N": str(version.version_id)}}
-                    }
-                }
-                for pk, sk in sorted(entries)
-            ]
-            reindexed += 1
-        self._write(requests)
-        with self._lock:
-            report.scanned_items += len(items)
-            report.reindexed_resources += reindexed
-            report.written_entries += len(requests)
-
-    # -- table access -----------------------------------------------------------------------
-    def _write(self, requests: list[dict[str, Any]]) -> None:
-        for start in range(0, len(requests), _BATCH_WRITE):
-            pending: dict[str, Any] = {self._table: requests[start : start + _BATCH_WRITE]}
-            while pending:
-                pending = self._ddb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
-
-    def _key(self, sk: str) -> dict[str, Any]:
-        return {"pk": {"S": f"{self._tenant}#_search"}, "sk": {"S": sk}}
-
-    def _item(self, sk: str) -> dict[str, Any] | None:
-        return self._ddb.get_item(TableName=self._table, Key=self._key(sk), ConsistentRead=True).get("Item")
-
-    def _layout(self, sk: str) -> Layout | None:
-        item = self._item(sk)
-        return _decode_layouts(item["layouts"]["B"])[0] if item else None
-
-    def _save_layout(self, sk: str, layout: Layout, digest: str) -> None:
-        item = self._key(sk) | {"digest": {"S": digest}, "layouts": {"B": _encode_layouts([layout])}}
-        self._ddb.put_item(TableName=self._table, Item=item)
+    def _entries_to_rebuild(
+        self, job: ReindexPlan, resource_type: str, resource_id: str, resource: dict[str, Any]
+    ) -> set[tuple[str, str]]:
+        known = parameters(resource_type)
+        values = [
+            v
+            for code in job.fill[resource_type]
+            if code in known
+            for v in parameter_values(known[code], resource)
+        ]
+        return search_index.entries(self._store.tenant, resource_type, resource_id, values)
 
     def _out_of_time(self, deadline: float | None) -> bool:
         """Past the deadline, once the run has done something: every run makes progress."""
         return deadline is not None and self._steps > 0 and self._clock() >= deadline
-
-
-def _encode_layouts(layouts: list[Layout]) -> bytes:
-    return zlib.compress(orjson.dumps(layouts, option=orjson.OPT_SORT_KEYS), 9)
-
-
-def _decode_layouts(blob: bytes) -> list[Layout]:
-    return [
-        {rtype: {code: (fp, int(n)) for code, (fp, n) in params.items()} for rtype, params in raw.items()}
-        for raw in orjson.loads(zlib.decompress(blob))
-    ]
-
-
-def applied_digest(dynamodb: Any, table: str, tenant: str) -> str | None:
-    """The digest of the layout the table's index holds (None: never re-indexed); compare it with
-    ``layout_digest(target_layout())`` to tell whether a re-index is due."""
-    item = dynamodb.get_item(
-        TableName=table, Key={"pk": {"S": f"{tenant}#_search"}, "sk": {"S": CONFIG_SK}}, ConsistentRead=True
-    ).get("Item")
-    return item["digest"]["S"] if item else None
 
 
 def run_reindex(
@@ -406,7 +285,5 @@ def run_reindex(
 
     settings = settings or Settings.from_env()
     blobs = S3BlobStore(aws_client("s3", session), settings.blob_bucket)
-    reindexer = Reindexer(
-        aws_client("dynamodb", session), settings.table_name, settings.tenant, blobs, segments=segments
-    )
-    return reindexer.run(deadline)
+    store = DynamoReindexStore(aws_client("dynamodb", session), settings.table_name, settings.tenant, blobs)
+    return Reindexer(store, segments=segments).run(deadline)
