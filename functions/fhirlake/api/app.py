@@ -8,7 +8,8 @@ Routes (R4 http.html), relative to the FHIR base:
     POST /{type}                            create
     GET  /{type}/_history                   history (type)
     POST /{type}/$validate                  validate
-    GET|PUT|DELETE /{type}/{id}             read, update, delete
+    PUT|DELETE|PATCH /{type}?...            conditional update, delete, patch
+    GET|PUT|DELETE|PATCH /{type}/{id}       read, update, delete, patch
     POST /{type}/{id}/$validate             validate
     GET  /{type}/{id}/_history[/{vid}]      history (instance), vread
 """
@@ -25,6 +26,7 @@ from fhirlake.api.http import (
     Request,
     Response,
     check_body_media_type,
+    is_json_patch_body,
     json_response,
     response_media_type,
     url_with_query,
@@ -34,6 +36,7 @@ from fhirlake.fhir.bundle import history_bundle, searchset_bundle
 from fhirlake.fhir.capability import capability_statement
 from fhirlake.fhir.instant import format_instant, http_date, parse_instant
 from fhirlake.fhir.outcome import FhirError, Issue, operation_outcome
+from fhirlake.fhir.patch import PatchDocument, patch_document
 from fhirlake.fhir.summary import only_elements, summarize
 from fhirlake.fhir.types import is_resource_type
 from fhirlake.ingest.jobs import JobStore, job_view, jobs_list_view
@@ -101,6 +104,7 @@ class FhirApi:
                 "GET": self._search,
                 "PUT": self._conditional_update,
                 "DELETE": self._conditional_delete,
+                "PATCH": self._conditional_patch,
             }
         if tail == ["_history"]:
             return {"GET": self._history}
@@ -111,7 +115,7 @@ class FhirApi:
         if tail[0].startswith("$"):
             raise FhirError.of(501, "not-supported", f"Operation {tail[0]} is not supported")
         if n == 2:
-            return {"GET": self._read, "PUT": self._update, "DELETE": self._delete}
+            return {"GET": self._read, "PUT": self._update, "DELETE": self._delete, "PATCH": self._patch}
         if n == 3 and parts[2] == "_history":
             return {"GET": self._history}
         if n == 3 and parts[2] == "$validate":
@@ -176,6 +180,22 @@ class FhirApi:
             parts[0], list(request.query), self._body(request), request.base_url, request.header("if-match")
         )
         return self._write_response(request, result.version, 201 if result.created else 200)
+
+    def _patch(self, request: Request, parts: list[str]) -> Response:
+        result = self._service.patch(
+            parts[0], parts[1], self._patch_body(request), request.header("if-match")
+        )
+        return self._write_response(request, result.version, 200)
+
+    def _conditional_patch(self, request: Request, parts: list[str]) -> Response:
+        result = self._service.conditional_patch(
+            parts[0],
+            list(request.query),
+            self._patch_body(request),
+            request.base_url,
+            request.header("if-match"),
+        )
+        return self._write_response(request, result.version, 200)
 
     def _conditional_delete(self, request: Request, parts: list[str]) -> Response:
         deleted = self._service.conditional_delete(parts[0], list(request.query), request.base_url)
@@ -305,12 +325,19 @@ class FhirApi:
     # -- helpers ------------------------------------------------------------------------
     def _body(self, request: Request) -> Any:
         check_body_media_type(request)
+        return self._json_body(request)
+
+    def _patch_body(self, request: Request) -> PatchDocument:
+        json_patch = is_json_patch_body(request)
+        return patch_document(self._json_body(request), json_patch=json_patch)
+
+    def _json_body(self, request: Request) -> Any:
         if len(request.body) > self._max_body_bytes:
             raise FhirError.of(
                 413, "too-costly", f"The body exceeds the limit of {self._max_body_bytes} bytes"
             )
         if not request.body.strip():
-            raise FhirError.of(400, "required", "A request body with a FHIR resource is required")
+            raise FhirError.of(400, "required", "A request body is required")
         return fhir_json.loads(request.body)
 
     def _write_response(self, request: Request, version: StoredVersion, status: int) -> Response:

@@ -1,11 +1,15 @@
 """batch and transaction Bundles posted to the base (http.html#transaction).
 
+PATCH entries carry a ``Binary`` holding a JSON Patch (base64, ``application/json-patch+json``) or a
+``Parameters`` FHIRPath Patch (http.html#patch).
+
 - **batch**: every entry is an independent request, run through the same FHIR API as if sent alone; the
   batch-response carries each entry's status (and OperationOutcome on failure).
 - **transaction**: all-or-nothing. Entries are resolved first (server ids for POSTs, ``ifNoneExist``,
   conditional PUT/DELETE URLs, ``urn:uuid:``/fullUrl references between entries, conditional references
   such as ``Practitioner?identifier=...`` that must match exactly one resource), then every resource is
-  validated, then all writes are committed together (``ResourceService.commit``), then GETs run.
+  validated (a PATCH is applied to the current version first), then all writes are committed together
+  (``ResourceService.commit``), then GETs run.
   Any failure fails the whole transaction with the failing entry's location in the OperationOutcome.
 """
 
@@ -18,10 +22,11 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from fhirlake.api.http import Request, Response
+from fhirlake.api.http import JSON_PATCH, Request, Response
 from fhirlake.fhir import json as fhir_json
 from fhirlake.fhir.bundle import new_bundle
 from fhirlake.fhir.outcome import FhirError, Issue, operation_outcome
+from fhirlake.fhir.patch import PatchDocument, patch_from_bundle_resource
 from fhirlake.fhir.types import is_resource_type, is_valid_id
 from fhirlake.persistence import StoredVersion
 from fhirlake.service.crud import ResourceService
@@ -48,6 +53,7 @@ class _Entry:
     full_url: str | None
     resource: dict[str, Any] | None
     request: dict[str, Any]
+    patch: PatchDocument | None = None  # a PATCH entry's document
     # resolution results
     targets: list[str] = field(default_factory=list)  # ids written (DELETE may have several)
     existing: StoredVersion | None = None  # ifNoneExist matched: nothing written
@@ -115,16 +121,20 @@ class BundleProcessor:
                 "request.method must be GET, HEAD, POST, PUT, PATCH or DELETE and request.url must be set",
                 "request",
             )
-        if method == "PATCH":
-            return _fail(index, 501, "not-supported", "PATCH is not supported", "request.method")
         if base_url and url.startswith(base_url + "/"):
             url = url[len(base_url) + 1 :]
         split = urlsplit(url.lstrip("/"))
         segments = [s for s in split.path.split("/") if s]
         rtype = segments[0] if segments else ""
         resource = entry.get("resource")
-        if method in ("POST", "PUT") and not isinstance(resource, dict):
+        if method in ("POST", "PUT", "PATCH") and not isinstance(resource, dict):
             return _fail(index, 400, "required", f"A {method} entry needs a resource", "resource")
+        patch = None
+        if method == "PATCH":
+            try:
+                patch = patch_from_bundle_resource(resource, f"Bundle.entry[{index}].resource")
+            except FhirError as exc:
+                return _located(exc, index)
         query = parse_qsl(split.query, keep_blank_values=True) if split.query else None
         return _Entry(
             index,
@@ -136,6 +146,7 @@ class BundleProcessor:
             entry.get("fullUrl"),
             resource,
             req,
+            patch,
         )
 
     # -- batch --------------------------------------------------------------------------------
@@ -155,6 +166,8 @@ class BundleProcessor:
         raw = fhir_json.dumps(resource) if resource is not None else b""
         if raw:
             headers["content-type"] = "application/fhir+json"
+        if entry.patch is not None and entry.patch.format == "json-patch":  # the Binary's content
+            raw, headers["content-type"] = fhir_json.dumps(entry.patch.document), JSON_PATCH
         split = urlsplit(entry.url)
         return Request(
             method=entry.method,
@@ -192,6 +205,20 @@ class BundleProcessor:
         owners: list[_Entry] = []
         for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
             if entry.method in ("GET", "HEAD") or entry.existing is not None:
+                continue
+            if entry.patch is not None:
+                patch = entry.patch.map_document(
+                    lambda document, entry=entry: self._rewrite_references(entry, document, mapping, base)
+                )
+                try:
+                    plans.append(
+                        self._service.plan_patch(
+                            entry.resource_type, entry.targets[0], patch, entry.request.get("ifMatch")
+                        )
+                    )
+                except FhirError as exc:
+                    raise _located(exc, entry.index) from None
+                owners.append(entry)
                 continue
             resource = None
             if entry.resource is not None:
@@ -235,7 +262,11 @@ class BundleProcessor:
                 f"Unknown resource type '{entry.resource_type}'",
                 "request.url",
             )
-        if entry.resource is not None and entry.resource.get("resourceType") != entry.resource_type:
+        if (
+            entry.patch is None
+            and entry.resource is not None
+            and entry.resource.get("resourceType") != entry.resource_type
+        ):
             raise _fail(
                 entry.index,
                 400,
@@ -287,6 +318,8 @@ class BundleProcessor:
                             "resource.id",
                         )
                     entry.targets = [entry.resource_id]
+            elif entry.method == "PATCH":
+                entry.targets = [self._patch_target(entry, base)]
             elif entry.query is not None:  # conditional DELETE
                 entry.targets = [
                     v.id for v in self._service.find(entry.resource_type, entry.query, base, 101)
@@ -303,6 +336,15 @@ class BundleProcessor:
                 )
         except FhirError as exc:
             raise _located(exc, entry.index) from None
+
+    def _patch_target(self, entry: _Entry, base: str) -> str:
+        if entry.query is None:
+            if not entry.resource_id or not is_valid_id(entry.resource_id):
+                raise _fail(
+                    entry.index, 400, "value", "PATCH needs [type]/[id] or [type]?[criteria]", "request.url"
+                )
+            return entry.resource_id
+        return self._service.find_one(entry.resource_type, entry.query, base, "patch")
 
     def _client_id(self, entry: _Entry) -> str | None:
         if not self._keep_client_ids:
@@ -407,7 +449,9 @@ def _located(exc: FhirError, index: int) -> FhirError:
             if e.startswith("Bundle.entry[")
             else re.sub(r"^[A-Za-z]+", f"Bundle.entry[{index}].resource", e, count=1)
             for e in issue.expression
-        ) or (f"Bundle.entry[{index}]",)
+        )
+        if not any(e.startswith("Bundle.entry[") for e in expressions):  # none, or JSON Patch pointers
+            expressions = (f"Bundle.entry[{index}]", *expressions)
         issues.append(Issue(issue.severity, issue.code, issue.diagnostics, expressions))
     return FhirError(exc.status, issues, exc.headers)
 

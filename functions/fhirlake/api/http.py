@@ -10,6 +10,7 @@ from fhirlake.fhir.outcome import FhirError
 
 FHIR_JSON = "application/fhir+json"
 PLAIN_JSON = "application/json"
+JSON_PATCH = "application/json-patch+json"
 _JSON_TYPES = {FHIR_JSON, PLAIN_JSON, "text/json"}
 _XML_TYPES = {"application/fhir+xml", "application/xml", "text/xml", "xml"}
 _FORMAT_ALIASES = {
@@ -79,6 +80,23 @@ def check_body_media_type(request: Request) -> None:
     if media in _XML_TYPES:
         raise FhirError.of(415, "not-supported", "XML is not supported: send application/fhir+json")
     raise FhirError.of(415, "not-supported", "Unsupported Content-Type: send application/fhir+json")
+
+
+def is_json_patch_body(request: Request) -> bool:
+    """A PATCH body's format (http.html#patch): True for a JSON Patch (``application/json-patch+json``),
+    False for FHIR JSON (a FHIRPath Patch ``Parameters``; a JSON array is still read as a JSON Patch).
+    415 for anything else (XML Patch included)."""
+    content_type = request.header("content-type")
+    media = _media_type(content_type) if content_type else FHIR_JSON
+    if media == JSON_PATCH:
+        return True
+    if media in _JSON_TYPES:
+        return False
+    raise FhirError.of(
+        415,
+        "not-supported",
+        f"PATCH takes {JSON_PATCH} (JSON Patch) or {FHIR_JSON} (FHIRPath Patch Parameters)",
+    )
 
 
 def json_response(

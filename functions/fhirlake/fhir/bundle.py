@@ -8,7 +8,7 @@ from typing import Any
 from fhirlake.fhir.instant import now_instant
 from fhirlake.persistence import StoredVersion
 
-_STATUS = {"POST": "201 Created", "PUT": "200 OK", "DELETE": "204 No Content"}
+_STATUS = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK", "DELETE": "204 No Content"}
 
 
 def history_entry(base_url: str, version: StoredVersion) -> dict[str, Any]:

@@ -15,6 +15,7 @@ TYPE_INTERACTIONS = (
     "read",
     "vread",
     "update",
+    "patch",  # JSON Patch and FHIRPath Patch (fhirlake.fhir.patch)
     "delete",
     "history-instance",
     "history-type",
@@ -84,6 +85,7 @@ def _capability_statement(base_url: str, day: str) -> dict[str, Any]:
         "implementation": {"description": "fhirlake FHIR R4 data store", "url": base_url},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],  # JSON Patch, FHIRPath Patch
         "rest": [
             {
                 "mode": "server",

@@ -1,4 +1,4 @@
-"""The FHIR data store's core interactions: create, read, vread, update, delete, history.
+"""The FHIR data store's core interactions: create, read, vread, update, patch, delete, history.
 
 Knows nothing about HTTP or Lambda: it takes parsed resources and raises FhirError with the
 status the spec prescribes; the API layer turns results into responses.
@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 
 from fhirlake.fhir.instant import after, now_instant
 from fhirlake.fhir.outcome import FhirError
+from fhirlake.fhir.patch import PatchDocument
 from fhirlake.fhir.types import is_resource_type, is_valid_id
 from fhirlake.persistence import HistoryPage, Method, ResourceStore, StoredVersion, VersionConflict
 from fhirlake.search.query import parse_search
@@ -56,7 +57,7 @@ class ResourceService:
         check_type(resource_type)
         current = self._store.current(resource_type, resource_id) if is_valid_id(resource_id) else None
         if current is None:
-            raise FhirError.of(404, "not-found", f"{resource_type}/{resource_id} is not known")
+            raise _not_known(resource_type, resource_id)
         if current.deleted:
             raise gone(current)
         return current
@@ -198,8 +199,68 @@ class ResourceService:
             resource_type,
             resource_id,
             expected,
-            lambda vid, lu: self._stamp(resource_type, resource_id, resource, vid, lu, "PUT"),
+            lambda vid, lu, _current: self._stamp(resource_type, resource_id, resource, vid, lu, "PUT"),
         )
+
+    # -- patch (http.html#patch) ------------------------------------------------------------------
+    def patch(
+        self, resource_type: str, resource_id: str, patch: PatchDocument, if_match: str | None
+    ) -> WriteResult:
+        """Apply ``patch`` to the current version and store the result like an update. Without
+        If-Match, a concurrent write is not lost: the patch is applied again on top of it."""
+        self.read(resource_type, resource_id)  # 404 / 410 before If-Match is compared
+        expected = parse_etag(if_match) if if_match is not None else None
+
+        def patched_version(
+            version_id: int, last_updated: str, current: StoredVersion | None
+        ) -> StoredVersion:
+            if current is None or current.deleted or current.resource is None:
+                raise gone(current) if current is not None else _not_known(resource_type, resource_id)
+            resource = patch.apply(current.resource)
+            self._validate(resource, resource_type)
+            return self._stamp(resource_type, resource_id, resource, version_id, last_updated, "PATCH")
+
+        return self._write(resource_type, resource_id, expected, patched_version)
+
+    def conditional_patch(
+        self,
+        resource_type: str,
+        query: list[tuple[str, str]],
+        patch: PatchDocument,
+        base_url: str,
+        if_match: str | None,
+    ) -> WriteResult:
+        """``PATCH [type]?[criteria]``: no match is a 404, several a 412 (as for a conditional update)."""
+        return self.patch(
+            resource_type, self.find_one(resource_type, query, base_url, "patch"), patch, if_match
+        )
+
+    def plan_patch(
+        self, resource_type: str, resource_id: str, patch: PatchDocument, if_match: str | None
+    ) -> tuple[StoredVersion, StoredVersion | None]:
+        """A transaction's patch: the version it would store, pinned to the version it was applied to
+        (a concurrent change makes the commit fail rather than lose it)."""
+        current = self.read(resource_type, resource_id)
+        if if_match is not None and parse_etag(if_match) != current.version_id:
+            raise precondition_failed(resource_type, resource_id)
+        assert current.resource is not None  # a live version has a body
+        plan = self.plan_write(
+            resource_type, resource_id, patch.apply(current.resource), f'W/"{current.version_id}"', "PATCH"
+        )
+        assert plan is not None  # only a delete plans nothing
+        return plan
+
+    def find_one(self, resource_type: str, query: list[tuple[str, str]], base_url: str, what: str) -> str:
+        """The id of the one match of a conditional ``what``: none is a 404, several a 412."""
+        check_type(resource_type)
+        found = self._find(resource_type, query, base_url, 2)
+        if not found:
+            raise FhirError.of(404, "not-found", f"The conditional {what} criteria match no resource")
+        if len(found) > 1:
+            raise FhirError.of(
+                412, "multiple-matches", f"The conditional {what} criteria match several resources"
+            )
+        return found[0].id
 
     def delete(self, resource_type: str, resource_id: str, if_match: str | None) -> StoredVersion | None:
         """Write a tombstone; returns it, the earlier tombstone, or None if the resource never existed."""
@@ -216,7 +277,7 @@ class ResourceService:
             resource_type,
             resource_id,
             expected,
-            lambda vid, lu: StoredVersion(resource_type, resource_id, vid, lu, "DELETE", None),
+            lambda vid, lu, _current: StoredVersion(resource_type, resource_id, vid, lu, "DELETE", None),
         ).version
 
     # -- planned writes (transactions) ------------------------------------------------------
@@ -272,7 +333,7 @@ class ResourceService:
         resource_type: str,
         resource_id: str,
         expected: int | None,
-        make: Callable[[int, str], StoredVersion],
+        make: Callable[[int, str, StoredVersion | None], StoredVersion],
     ) -> WriteResult:
         for _ in range(MAX_WRITE_ATTEMPTS):
             current = self._store.current(resource_type, resource_id)
@@ -280,7 +341,7 @@ class ResourceService:
                 raise precondition_failed(resource_type, resource_id)
             version_id = current.version_id + 1 if current else 1
             last_updated = after(current.last_updated, self._clock()) if current else self._clock()
-            version = make(version_id, last_updated)
+            version = make(version_id, last_updated, current)
             try:
                 self._store.put(version, current)
             except VersionConflict:
@@ -320,6 +381,10 @@ class ResourceService:
 def check_type(resource_type: str) -> None:
     if not is_resource_type(resource_type):
         raise FhirError.of(404, "not-supported", f"Unknown resource type '{resource_type}'")
+
+
+def _not_known(resource_type: str, resource_id: str) -> FhirError:
+    return FhirError.of(404, "not-found", f"{resource_type}/{resource_id} is not known")
 
 
 def gone(version: StoredVersion) -> FhirError:
