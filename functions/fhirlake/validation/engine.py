@@ -44,6 +44,7 @@ class Prop:
         "cons",
         "extra",
         "kind",
+        "local_ref_only",
         "many",
         "max",
         "min",
@@ -64,11 +65,9 @@ class Prop:
         self.vs = vs
         self.choice = choice
         self.node: Node | None = None
-        self.cons: list[Any] = []
         self.check: Checker | None = CHECKERS.get(type_)
         self.uri = type_ in URI_LIKE
-        # strict-only rules beyond the structure (binding, local reference for dom-3/ref-1, invariants)
-        self.extra = vs is not None or self.uri
+        self.set_invariants([])
         if self.check is not None:
             self.kind = PRIM
         elif type_ == "Resource":
@@ -77,6 +76,14 @@ class Prop:
             self.kind = COMPLEX
         # the walk's dispatch for a value that is not an array: kind, or -1 when an array is expected
         self.single = -1 if self.many else self.kind
+
+    def set_invariants(self, cons: list[Any]) -> None:
+        self.cons = cons
+        # strict-only rules beyond the structure (binding, local reference for dom-3/ref-1, invariants)
+        self.extra = self.vs is not None or self.uri or bool(cons)
+        # a uri-like element with no binding or invariant has a strict rule only for '#local' values
+        # (most Reference.reference and Coding.system values: the walk skips the call for the others)
+        self.local_ref_only = self.uri and self.vs is None and not cons
 
 
 class Node:
@@ -127,8 +134,9 @@ class Registry:
                         keys.append("_" + name)
                 leaf = constraints.get(f"{path}.{choice}[x]" if choice else f"{path}.{name}")
                 if leaf and type_[0] != "#":  # backbone nodes carry their own invariants
-                    prop.cons = _compiled(compile_invariant(k, h, x, f"{path}.{name}") for k, h, x in leaf)
-                    prop.extra = prop.extra or bool(prop.cons)
+                    prop.set_invariants(
+                        _compiled(compile_invariant(k, h, x, f"{path}.{name}") for k, h, x in leaf)
+                    )
             node.required = [(label, tuple(keys)) for label, keys in required.items()]
             node.cons = _compiled(compile_invariant(k, h, x, path) for k, h, x in constraints.get(path, []))
             self.nodes[path] = node
@@ -350,7 +358,7 @@ class Run:
                     if val is not None:
                         msg = p.check(val)  # type: ignore[misc]
                         if msg is None:
-                            if strict and p.extra:
+                            if strict and p.extra and (not p.local_ref_only or val[:1] == "#"):
                                 self.prim_rules(val, p, (loc, key))
                             continue
                     else:
@@ -444,7 +452,7 @@ class Run:
                         self.rc.local_refs.append((v, (loc, key, i), p.type == "reference"))
                     if rules and p.cons:
                         self.invariants(v, p.cons, (loc, key, i))
-                elif rules:
+                elif rules and (not p.local_ref_only or v[:1] == "#"):
                     self.prim_rules(v, p, (loc, key, i))
 
     def prim_rules(self, value: Any, p: Prop, loc: Loc) -> None:

@@ -10,9 +10,11 @@ diagnostic naming the rule (never the value: values may be PHI).
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Callable
 from datetime import date as _date
 from decimal import Decimal
+from functools import lru_cache
 
 from fhirlake.fhir.types import resource_types
 
@@ -98,19 +100,38 @@ def _uri_checker(label: str) -> Checker:
     return check
 
 
-def _date_checker(regex: re.Pattern[str], label: str) -> Checker:
-    match = regex.fullmatch
+# Timestamps and references repeat across the resources of a patient (an encounter's start time, the
+# patient's urn:uuid): in the Synthea NDJSON 73 % of dateTime and 94 % of Reference.reference checks
+# see a value already checked. Short values only, so a bounded cache cannot pin large strings (at most
+# ~2.5 MB each: 8,192 entries of <= 128 characters).
+MEMO_MAX_LEN = 128
+MEMO_SIZE = 8192
+
+
+def memoized_checker(check_text: Callable[[str], str | None]) -> Checker:
+    """The checker of a JSON-string type from a pure check of its text, memoized for short values."""
+    cached = lru_cache(maxsize=MEMO_SIZE)(check_text)
 
     def check(v: object) -> str | None:
         if type(v) is not str:
             return "Must be a JSON string"
+        return cached(v) if len(v) <= MEMO_MAX_LEN else check_text(v)
+
+    check.cache_clear = cached.cache_clear  # type: ignore[attr-defined]  # for benchmarks and tests
+    return check
+
+
+def _date_checker(regex: re.Pattern[str], label: str) -> Checker:
+    match = regex.fullmatch
+
+    def check_text(v: str) -> str | None:
         if not match(v):
             return f"Invalid {label} format"
         if not _real_date(v):
             return f"Invalid {label}: not a calendar date"
         return None
 
-    return check
+    return memoized_checker(check_text)
 
 
 def check_boolean(v: object) -> str | None:
@@ -144,15 +165,27 @@ def check_decimal(v: object) -> str | None:
     return "Must be a JSON number (decimal)"
 
 
+_BASE64_ALPHABET = (string.ascii_letters + string.digits + "+/").encode()
+
+
+def is_base64(s: str) -> bool:
+    """``len(s) % 4 == 0 and BASE64_RE.fullmatch(s)``, in C: every character is in the alphabet, except
+    that the last one, or the last two, may be "=" padding (bytes.translate deletes the alphabet, what
+    remains is invalid). ~8x faster than the regex on attachment data (26 -> 3 us for 1.8 KB); compared
+    exhaustively with the regex on short strings in tests/validation/test_fast_paths.py."""
+    if len(s) % 4 or not s.isascii():
+        return False
+    unpadded = s[:-2] + s[-2:].rstrip("=")
+    return not unpadded.encode().translate(None, _BASE64_ALPHABET)
+
+
 def check_base64(v: object) -> str | None:
     if type(v) is not str:
         return "Must be a JSON string"
     if not v:
         return "Empty string (a value must be present, ele-1)"
     s = _WS_RE.sub("", v) if (" " in v or "\n" in v or "\r" in v or "\t" in v) else v
-    if len(s) % 4 or not BASE64_RE.fullmatch(s):
-        return "Invalid base64Binary content (not valid base64)"
-    return None
+    return None if is_base64(s) else "Invalid base64Binary content (not valid base64)"
 
 
 def check_xhtml(v: object) -> str | None:
@@ -171,11 +204,9 @@ _REF_RE = re.compile(r"([A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]
 _ABS_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+", re.ASCII)
 
 
-def check_reference(v: object) -> str | None:
+def _check_reference_text(v: str) -> str | None:
     """Reference.reference: relative ``Type/id[/_history/vid]``, absolute URL/URN, ``#local``, or a
     conditional ``Type?query`` (as used inside transactions)."""
-    if type(v) is not str:
-        return "Must be a JSON string"
     if not v:
         return "Empty string (a value must be present, ele-1)"
     if v[0] == "#":
@@ -189,6 +220,9 @@ def check_reference(v: object) -> str | None:
     if q > 0 and v[:q] in resource_types():
         return None
     return "Invalid reference format (expected Type/id, an absolute URL, #id or Type?criteria)"
+
+
+check_reference = memoized_checker(_check_reference_text)
 
 
 CHECKERS: dict[str, Checker] = {
