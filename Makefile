@@ -41,7 +41,7 @@ run: install
 
 test: install node_modules/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -n 4 --dist loadgroup --durations=25
+	$(VENV)/bin/pytest -n 4 --durations=25  # one worker per test module: tests/conftest.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -18,6 +18,23 @@ SHARED_DATA = Path(os.environ.get("FHIRLAKE_SHARED_DATA", REPO.parent / "shared"
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Under ``pytest -n N``: each test module runs on one worker, so its module fixtures (a Synthea lake,
+    a loaded store) are built once rather than on every worker that gets one of its tests; the infra
+    tests all run on one worker (one jsii runtime, each stack synthesized once).
+
+    ``--dist loadgroup`` with ``xdist_group`` marks no longer groups anything: pytest-xdist 3.8 marks a
+    group by rewriting ``item._nodeid``, which pytest 9 no longer reads."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "tests/infra" if module.startswith("tests/infra/") else module
+
+    return ModuleScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

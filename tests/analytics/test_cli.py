@@ -17,9 +17,6 @@ from fhirlake.analytics.charts import PNG_SIGNATURE
 
 from tests.analytics.lake_fixture import FixtureLake, LakeWriter, synthea_resources, versions_with_changes
 
-# One worker builds this module's data once (a module fixture would run again on every worker).
-pytestmark = pytest.mark.xdist_group("analytics-cli")
-
 # A database of its own: the runtime's lake function (when wired) may keep the default one up to date.
 DATABASE = "cli_test"
 

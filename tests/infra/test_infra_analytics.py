@@ -11,8 +11,7 @@ from fhirlake import topology
 
 from .conftest import ACCOUNT, DEPLOYED_FUNCTIONS, REGION
 
-# One xdist worker for all infra tests (`--dist loadgroup`): one jsii runtime, each synth once.
-pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
+pytestmark = pytest.mark.infra  # one worker runs every infra module (tests/conftest.py)
 
 DATABASE = "fhirlake_dev"  # <stackPrefix>_<stage> with cdk.json's defaults
 WORKGROUP = "fhirlake-dev"

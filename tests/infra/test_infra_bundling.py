@@ -12,8 +12,7 @@ import pytest
 
 from infra import bundling
 
-# One xdist worker for all infra tests (`--dist loadgroup`): one jsii runtime, each synth once.
-pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
+pytestmark = pytest.mark.infra  # one worker runs every infra module (tests/conftest.py)
 
 ELF_MACHINE_AARCH64 = 183
 

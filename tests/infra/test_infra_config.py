@@ -8,8 +8,7 @@ from infra.config import DEFAULTS, ConfigError, load_config
 
 from .conftest import TARGET, cdk_json_context
 
-# One xdist worker for all infra tests (`--dist loadgroup`): one jsii runtime, each synth once.
-pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
+pytestmark = pytest.mark.infra  # one worker runs every infra module (tests/conftest.py)
 
 
 def test_cdk_json_defaults_equal_config_defaults():

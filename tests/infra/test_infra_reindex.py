@@ -12,8 +12,7 @@ from fhirlake import topology
 from .conftest import ACCOUNT, DEPLOYED_FUNCTIONS, REGION, TARGET, cdk_json_context
 from .test_infra_analytics import KEY_ACTIONS, XRAY, environment, function_id, grants, of_type, pairs
 
-# One xdist worker for all infra tests (`--dist loadgroup`): one jsii runtime, each synth once.
-pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
+pytestmark = pytest.mark.infra  # one worker runs every infra module (tests/conftest.py)
 
 # Written with spaces and unsorted keys: the functions get it minified, keys sorted.
 SEARCH_CONFIG = {

@@ -13,7 +13,7 @@ from infra.config import ConfigError, load_config
 from .conftest import TARGET
 from .test_infra_analytics import function_id, of_type
 
-pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
+pytestmark = pytest.mark.infra  # one worker runs every infra module (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

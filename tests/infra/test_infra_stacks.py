@@ -10,8 +10,7 @@ from fhirlake import topology
 
 from .conftest import DEPLOYED_FUNCTIONS
 
-# One xdist worker for all infra tests (`--dist loadgroup`): one jsii runtime, each synth once.
-pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
+pytestmark = pytest.mark.infra  # one worker runs every infra module (tests/conftest.py)
 
 # Every cdk-nag suppression in the default deployment. Adding one means adding it here, in review.
 EXPECTED_SUPPRESSIONS = {

@@ -9,8 +9,7 @@ from fhirlake import topology
 
 from .conftest import DEPLOYED_FUNCTIONS, TARGET
 
-# One xdist worker for all infra tests (`--dist loadgroup`): one jsii runtime, each synth once.
-pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
+pytestmark = pytest.mark.infra  # one worker runs every infra module (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

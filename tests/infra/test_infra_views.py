@@ -18,8 +18,7 @@ from infra.config import ConfigError, load_config
 from .conftest import TARGET, Synth, synthesize
 from .test_infra_analytics import function_id
 
-# One xdist worker for all infra tests (`--dist loadgroup`): one jsii runtime, each synth once.
-pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]
+pytestmark = pytest.mark.infra  # one worker runs every infra module (tests/conftest.py)
 
 VIEWS_ENV = "FHIRLAKE_VIEWS_DIR"
 VIEW_ROLES = {topology.LAKE_FUNCTION.role, topology.LAKE_MAINTENANCE_FUNCTION.role}

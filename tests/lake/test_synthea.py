@@ -23,9 +23,6 @@ from fhirlake.views import default_views, evaluate
 
 from tests.lake.conftest import World, lake_world
 
-# One worker builds this module's data once (a module fixture would run again on every worker).
-pytestmark = pytest.mark.xdist_group("lake-synthea")
-
 TYPES = ("Patient", "Condition", "Immunization")
 
 

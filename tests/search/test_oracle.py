@@ -49,7 +49,7 @@ from fhirpathpy.models import models
 from tests.conftest import SHARED_DATA
 from tests.integration.fhir_http import FhirHttp
 
-pytestmark = [pytest.mark.http, pytest.mark.xdist_group("search-oracle")]
+pytestmark = pytest.mark.http
 
 SEED = 20240605
 QUERIES = 200  # plain type-level queries
