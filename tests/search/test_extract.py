@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from fhirlake.fhir.json import loads
-from fhirlake.search.extract import _compiled, evaluate, index_values, parameter_values
+from fhirlake.search.extract import _FILTERED, _compiled, _native, evaluate, index_values, parameter_values
 from fhirlake.search.normalize import date_bounds, format_instant, normalize_string, number_bounds
 from fhirlake.search.parameters import parameter, parameters
 from fhirlake.search.values import OPEN_HIGH, OPEN_LOW, IndexValue
@@ -524,3 +524,60 @@ def test_fast_path_matches_fhirpathpy(hl7_examples, synthea_sample) -> None:
                 assert native == oracle, (resource["resourceType"], resource.get("id"), part.expression)
                 checked += 1
     assert checked > 10000
+
+
+def _native_cases(member: str, key: str, literal: str, select: str | None) -> list[Any]:
+    """Values of ``member`` (a repeating complex element) for a ``where(key='literal')[.select]`` part: the
+    shapes valid data has, and invalid ones the native evaluator must leave to fhirpathpy."""
+    hit: dict[str, Any] = {key: literal, "value": "v1", "resource": "http://example.org/Library/a|1"}
+    if select is not None:
+        hit[select] = f"http://example.org/{select}"
+    miss = {**hit, key: literal.upper() + "x"}
+    return [
+        [hit, miss, {"value": "no-key"}],
+        [miss],
+        [],
+        hit,  # a single element where the list belongs
+        [hit, None],
+        [{**hit, key: [literal]}],  # fhirpathpy compares a one-item list as its item
+        [{**hit, f"_{key}": {"id": "x"}}],
+        [{**hit, key: None}],
+        [{k: v for k, v in hit.items() if k != select}],
+        [{**hit, f"_{select}": {"id": "x"}}] if select else [hit, hit],
+        [{**hit, select: 1}] if select else [{**hit, key: 1}],
+    ]
+
+
+@pytest.mark.parametrize(
+    "resource_type", ["Patient", "Practitioner", "PractitionerRole", "PlanDefinition", "Library", "Measure"]
+)
+def test_native_expressions_match_fhirpathpy(resource_type: str) -> None:
+    """The expressions evaluated over the dict instead of with fhirpathpy (``telecom.where(system=...)``,
+    ``relatedArtifact.where(type=...).resource``, ``Patient.deceased``) give what fhirpathpy gives, also on
+    invalid shapes (where they defer to it)."""
+    checked = handled = 0
+    for sp in parameters(resource_type).values():
+        for part in sp.parts:
+            native = _native(part.expression) if part.alternatives is None else None
+            if native is None:
+                continue
+            m = _FILTERED.fullmatch(part.expression)
+            cases: list[dict[str, Any]]
+            if m is not None:
+                cases = [{m.group(2): v} for v in _native_cases(*m.group(2, 3, 4, 5))]
+            else:
+                cases = [
+                    {"deceased" + kind: v}
+                    for kind in ("Boolean", "DateTime", "String")
+                    for v in (True, False, None, "2020-01-01", "", 0)
+                ]
+                cases += [{}, {"deceasedBoolean": True, "deceasedDateTime": "2020"}, {"_deceasedBoolean": {}}]
+            for case in cases:
+                resource = {"resourceType": resource_type, "id": "x", **case}
+                oracle = _compiled(part.expression)(resource)
+                got = native(resource)
+                assert got is None or got == oracle, (part.expression, case)
+                handled += got is not None
+                checked += 1
+            assert native({"resourceType": "Basic"}) is None  # another type: fhirpathpy decides
+    assert checked >= 8 and handled >= checked // 3  # valid shapes stay native

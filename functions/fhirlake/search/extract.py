@@ -8,7 +8,8 @@ How each parameter is evaluated (deterministic; the plan is in the tables, see `
    is Patient)``) walked natively over the JSON dict with its choice elements expanded at build time
    (``valueQuantity``), or anything else (``telecom.where(system='email')``, ``relatedArtifact.where(type=
    ...).resource``, ``Patient.deceased.exists() and ...``), evaluated with fhirpathpy (compiled once per
-   process, with ``models["r4"]``).
+   process, with ``models["r4"]``). Those three shapes (all the R4 registry has) are evaluated over the
+   dict first, giving fhirpathpy's result; a shape fhirpathpy might read differently goes to fhirpathpy.
 2. ``.where(resolve() is T)`` cannot resolve without the store: the references are kept when their literal
    type (``T/id``, also at the end of an absolute URL) or ``Reference.type`` is ``T``.
 3. The elements found are converted by parameter type and element type (known from the StructureDefinitions
@@ -81,6 +82,8 @@ _HISTORY = re.compile(r"/_history/[^/]*$")
 _LITERAL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
 
 Out = list[IndexValue]
+# (parameter code, element, element type or None, implicit system, output): appends the element's values
+Converter = Callable[[str, Any, str | None, str | None, Out], None]
 
 # IndexValue is a frozen 18-field dataclass: its __init__ (~6 us) dominated extraction time. Values are
 # immutable and repeat a lot across resources (codes, units, statuses, references), so they are built
@@ -97,6 +100,16 @@ def _token_value(code: str, text: str | None, system: Any, value: Any) -> IndexV
 @lru_cache(maxsize=1 << 16)
 def _date_value(code: str, low: str, high: str) -> IndexValue:
     return IndexValue(code, "date", low=low, high=high)
+
+
+@lru_cache(maxsize=1 << 16)
+def _string_value(code: str, text: str) -> IndexValue:
+    return IndexValue(code, "string", text=normalize_string(text), exact=text)
+
+
+@lru_cache(maxsize=1 << 16)
+def _uri_value(code: str, uri: str) -> IndexValue:
+    return IndexValue(code, "uri", uri=uri)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -159,10 +172,88 @@ def _part_elements(part: ExpressionPart, resource: dict[str, Any]) -> list[Eleme
             for v in _walk(resource, alt.keys)
         ]
     else:
-        found = [(v, part.hint, None) for v in _compiled(part.expression)(resource)]
+        native = _native(part.expression)
+        selected = native(resource) if native is not None else None
+        if selected is None:
+            selected = _compiled(part.expression)(resource)
+        found = [(v, part.hint, None) for v in selected]
     if part.resolve_type is not None:
         found = [f for f in found if _reference_type(f[0]) == part.resolve_type]
     return found
+
+
+# The non-path expressions of R4 whose shape is simple enough to evaluate over the dict: fhirpathpy costs
+# ~100-200 us per call (Patient/Practitioner/PractitionerRole email and phone, Patient.deceased), the dict
+# walk ~1 us. Each evaluator returns what fhirpathpy returns, or None for any shape it does not handle
+# exactly as fhirpathpy does (invalid data: a single element where a list belongs, nulls, non-string
+# codes, primitive extensions); fhirpathpy then decides.
+_FILTERED = re.compile(
+    r"([A-Z][A-Za-z]+)\.([a-z][A-Za-z]*)\.where\(([a-z][A-Za-z]*)='([^'\\]*)'\)(?:\.([a-z][A-Za-z]*))?"
+)
+_DECEASED = "Patient.deceased.exists() and Patient.deceased != false"
+Native = Callable[[dict[str, Any]], list[Any] | None]
+
+
+@cache
+def _native(expression: str) -> Native | None:
+    """A dict evaluator of an expression fhirpathpy would otherwise evaluate; None if there is none."""
+    if expression == _DECEASED:
+        return _patient_deceased
+    m = _FILTERED.fullmatch(expression)
+    if m is None:
+        return None
+    rtype, member, key, literal, select = m.groups()
+    return lambda resource: _filtered(resource, rtype, member, key, literal, select)
+
+
+def _filtered(
+    resource: dict[str, Any], rtype: str, member: str, key: str, literal: str, select: str | None
+) -> list[Any] | None:
+    """``T.member.where(key='literal')[.select]`` (``telecom.where(system='email')``, ``relatedArtifact
+    .where(type='depends-on').resource``): the repeating complex ``member``'s elements whose string ``key``
+    is ``literal``, or their string ``select``."""
+    if resource.get("resourceType") != rtype:
+        return None
+    elements = resource.get(member)
+    if elements is None:
+        return []
+    if type(elements) is not list:
+        return None
+    out: list[Any] = []
+    for element in elements:
+        if type(element) is not dict or f"_{key}" in element:
+            return None
+        if key not in element:
+            continue
+        value = element[key]
+        if type(value) is not str:
+            return None
+        if value != literal:
+            continue
+        if select is None:
+            out.append(element)
+            continue
+        if f"_{select}" in element:
+            return None
+        if select in element:
+            selected = element[select]
+            if type(selected) is not str:
+                return None
+            out.append(selected)
+    return out
+
+
+def _patient_deceased(resource: dict[str, Any]) -> list[Any] | None:
+    """``Patient.deceased.exists() and Patient.deceased != false``: false without ``deceased[x]``, the
+    boolean itself, true for a dateTime."""
+    if resource.get("resourceType") != "Patient" or "_deceasedBoolean" in resource:
+        return None
+    if "_deceasedDateTime" in resource:
+        return None
+    flag, moment = resource.get("deceasedBoolean"), resource.get("deceasedDateTime")
+    if moment is None:
+        return [flag] if type(flag) is bool else [False] if flag is None else None
+    return [True] if type(moment) is str and flag is None else None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -237,57 +328,86 @@ def _shape(value: Any) -> str | None:
     return None
 
 
-def _coding(code: str, c: Any, out: Out, cc_text: str | None = None) -> None:
+def _coding(code: str, c: Any, out: Out) -> None:
     if type(c) is not dict:
         return
-    system, value, display = c.get("system"), c.get("code"), _text(c.get("display"))
-    if system is None and value is None and display is None:
+    system, value, display = c.get("system"), c.get("code"), c.get("display")
+    if not isinstance(display, str):  # as _text: only a non-empty string is a display
+        display = None
+    if system is None and value is None and not display:
         return
-    out.append(_token_value(code, display, system, value))
+    out.append(_coding_value(code, system, value, display))
+
+
+@lru_cache(maxsize=1 << 16)
+def _coding_value(code: str, system: Any, value: Any, display: str | None) -> IndexValue:
+    """A Coding's value, cached on the raw display: one lookup instead of normalizing it and then looking
+    the value up."""
+    return _token_value(code, _text(display), system, value)
+
+
+def _codeable_concept(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) -> None:
+    if type(v) is not dict:
+        return
+    start = len(out)
+    for c in v.get("coding") or ():
+        _coding(code, c, out)
+    text = _text(v.get("text"))
+    if text and all(iv.text != text for iv in out[start:]):
+        out.append(_iv(code, "token", text=text))
+
+
+def _coding_token(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) -> None:
+    _coding(code, v, out)
+
+
+def _identifier(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) -> None:
+    if type(v) is not dict:
+        return
+    system, value = v.get("system"), v.get("value")
+    itype = v.get("type") if type(v.get("type")) is dict else {}
+    text = _text(itype.get("text"))
+    if system is None and value is None:
+        return
+    typed = False
+    for c in itype.get("coding") or ():
+        if type(c) is dict and (c.get("system") or c.get("code")):
+            typed = True
+            out.append(
+                _iv(
+                    code,
+                    "token",
+                    text=text,
+                    system=system,
+                    code_value=value,
+                    type_system=c.get("system"),
+                    type_code=c.get("code"),
+                )
+            )
+    if not typed:
+        out.append(_token_value(code, text, system, value))
+
+
+def _contact_point(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) -> None:
+    if type(v) is dict and isinstance(v.get("value"), str):
+        out.append(_token_value(code, None, None, v["value"]))
+
+
+# Token conversions of the complex types; the plan binds them per path when the element type is known.
+_TOKEN_TYPES: dict[str, Converter] = {
+    "CodeableConcept": _codeable_concept,
+    "Coding": _coding_token,
+    "Identifier": _identifier,
+    "ContactPoint": _contact_point,
+}
 
 
 def _token(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) -> None:
     if etype is None or etype in ("Element", "BackboneElement"):
         etype = _shape(v)
-    if etype == "CodeableConcept":
-        if type(v) is not dict:
-            return
-        start = len(out)
-        for c in v.get("coding") or ():
-            _coding(code, c, out)
-        text = _text(v.get("text"))
-        if text and all(iv.text != text for iv in out[start:]):
-            out.append(_iv(code, "token", text=text))
-    elif etype == "Coding":
-        _coding(code, v, out)
-    elif etype == "Identifier":
-        if type(v) is not dict:
-            return
-        system, value = v.get("system"), v.get("value")
-        itype = v.get("type") if type(v.get("type")) is dict else {}
-        text = _text(itype.get("text"))
-        if system is None and value is None:
-            return
-        typed = False
-        for c in itype.get("coding") or ():
-            if type(c) is dict and (c.get("system") or c.get("code")):
-                typed = True
-                out.append(
-                    _iv(
-                        code,
-                        "token",
-                        text=text,
-                        system=system,
-                        code_value=value,
-                        type_system=c.get("system"),
-                        type_code=c.get("code"),
-                    )
-                )
-        if not typed:
-            out.append(_token_value(code, text, system, value))
-    elif etype == "ContactPoint":
-        if type(v) is dict and isinstance(v.get("value"), str):
-            out.append(_token_value(code, None, None, v["value"]))
+    complex_type = _TOKEN_TYPES.get(etype)  # type: ignore[arg-type]
+    if complex_type is not None:
+        complex_type(code, v, etype, implicit, out)
     elif etype == "boolean" or isinstance(v, bool):
         if isinstance(v, bool):
             out.append(_token_value(code, None, None, "true" if v else "false"))
@@ -304,7 +424,7 @@ _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", 
 def _string(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) -> None:
     if isinstance(v, str):
         if v:
-            out.append(_iv(code, "string", text=normalize_string(v), exact=v))
+            out.append(_string_value(code, v))
         return
     if type(v) is not dict:
         return
@@ -315,7 +435,7 @@ def _string(code: str, v: Any, etype: str | None, implicit: str | None, out: Out
         part = v.get(key)
         for s in part if type(part) is list else (part,):
             if isinstance(s, str) and s:
-                out.append(_iv(code, "string", text=normalize_string(s), exact=s))
+                out.append(_string_value(code, s))
 
 
 def _literal(text: str) -> tuple[str | None, str | None]:
@@ -504,7 +624,7 @@ def _uri(code: str, v: Any, etype: str | None, implicit: str | None, out: Out) -
         out.append(_iv(code, "uri", uri=v))
 
 
-CONVERTERS: dict[str, Callable[[str, Any, str | None, str | None, Out], None]] = {
+CONVERTERS: dict[str, Converter] = {
     "token": _token,
     "string": _string,
     "reference": _reference,
@@ -596,13 +716,24 @@ class _PathNode:
 class _NativeParameter:
     """A parameter whose parts are all plain paths: converts the values the walk left in its slots."""
 
-    __slots__ = ("alternatives", "convert", "sp")
+    __slots__ = ("alternatives", "sp")
 
     def __init__(self, sp: SearchParameter, alternatives: list[tuple[int, str, str | None, str | None]]):
         self.sp = sp
-        self.convert = CONVERTERS[sp.type]
-        # (slot, element type, implicit system, resolve type), in the parameter's part/alternative order
-        self.alternatives = tuple(alternatives)
+        # (slot, converter, element type, implicit system, resolve type), in the parameter's part/alternative
+        # order; the converter is bound to the element type where one is known (no type dispatch per value)
+        self.alternatives = tuple(
+            (slot, _converter(sp.type, etype), etype, implicit, resolve)
+            for slot, etype, implicit, resolve in alternatives
+        )
+
+
+def _converter(param_type: str, element_type: str | None) -> Converter:
+    """The conversion of a parameter type's values of one element type: the type's converter or, for the
+    frequent element types, the branch of it that element type takes."""
+    if param_type == "token":
+        return _TOKEN_TYPES.get(element_type, _token)  # type: ignore[arg-type]
+    return CONVERTERS[param_type]
 
 
 class _GenericParameter:
@@ -679,16 +810,17 @@ class _TypePlan:
         roots = self.roots
         for key, value in resource.items():  # the resource's keys: fewer than the paths' first keys
             node = roots.get(key)
-            if node is not None and value is not None and (values := _present(value)):
-                _reached(node, values, found, touched)
+            if node is None or value is None:
+                continue
+            # the member's values as _walk steps to them (inlined: a call per member was ~3 % of the time)
+            if type(value) is not list:
+                _reached(node, [value], found, touched)
+                continue
+            if None in value:
+                value = [v for v in value if v is not None]
+            if value:
+                _reached(node, value, found, touched)
         return found, touched
-
-
-def _present(value: Any) -> list[Any]:
-    """A non-null member's values as ``_walk`` steps to them: a list without its nulls, or the value."""
-    if type(value) is list:
-        return value if None not in value else [v for v in value if v is not None]
-    return [value]
 
 
 def _reached(node: _PathNode, values: list[Any], found: list[list[Any] | None], touched: set[int]) -> None:
@@ -700,8 +832,14 @@ def _reached(node: _PathNode, values: list[Any], found: list[list[Any] | None], 
         for v in values:
             if type(v) is dict:
                 value = v.get(key)
-                if value is not None:
-                    nxt += _present(value)
+                if value is None:
+                    continue
+                if type(value) is not list:
+                    nxt.append(value)
+                elif None in value:
+                    nxt += [item for item in value if item is not None]
+                else:
+                    nxt += value
         if nxt:
             _reached(child, nxt, found, touched)
 
@@ -744,8 +882,8 @@ def index_values(resource: dict[str, Any], *, strict: bool = False) -> list[Inde
                 out.extend(param.values(resource))
                 continue
             values: Out = []  # inlined (not a method of the parameter): the hot loop of every write
-            convert, code = param.convert, param.sp.code
-            for slot, etype, implicit, wanted in param.alternatives:
+            code = param.sp.code
+            for slot, convert, etype, implicit, wanted in param.alternatives:
                 elements = found[slot]
                 if elements is None:
                     continue
