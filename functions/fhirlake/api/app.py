@@ -11,6 +11,7 @@ Routes (R4 http.html), relative to the FHIR base:
     PUT|DELETE|PATCH /{type}?...            conditional update, delete, patch
     GET|PUT|DELETE|PATCH /{type}/{id}       read, update, delete, patch
     POST /{type}/{id}/$validate             validate
+    GET|POST /Patient/{id}/$everything      the patient's record (service.everything)
     GET  /{type}/{id}/_history[/{vid}]      history (instance), vread
 """
 
@@ -34,7 +35,7 @@ from fhirlake.api.http import (
 from fhirlake.fhir import json as fhir_json
 from fhirlake.fhir.bundle import history_bundle, searchset_bundle
 from fhirlake.fhir.capability import capability_statement
-from fhirlake.fhir.instant import format_instant, http_date, parse_instant
+from fhirlake.fhir.instant import http_date, parse_instant
 from fhirlake.fhir.outcome import FhirError, Issue, operation_outcome
 from fhirlake.fhir.patch import PatchDocument, patch_document
 from fhirlake.fhir.summary import only_elements, summarize
@@ -42,7 +43,9 @@ from fhirlake.fhir.types import is_resource_type
 from fhirlake.ingest.jobs import JobStore, job_view, jobs_list_view
 from fhirlake.persistence import StoredVersion
 from fhirlake.persistence.dynamodb import InvalidCursor
+from fhirlake.persistence.dynamodb_search import SearchPage
 from fhirlake.service.crud import ResourceService, check_type
+from fhirlake.service.everything import PatientEverything, parse_everything, since_instant
 from fhirlake.validation import Validator
 
 DEFAULT_HISTORY_COUNT = 50
@@ -112,6 +115,12 @@ class FhirApi:
             return {"GET": self._search, "POST": self._search}
         if tail == ["$validate"]:
             return {"POST": self._validate}
+        if tail == ["$everything"] and head == "Patient":
+            raise FhirError.of(
+                501,
+                "not-supported",
+                "Patient/$everything over all patients is not supported: use Patient/[id]/$everything",
+            )
         if tail[0].startswith("$"):
             raise FhirError.of(501, "not-supported", f"Operation {tail[0]} is not supported")
         if n == 2:
@@ -120,6 +129,10 @@ class FhirApi:
             return {"GET": self._history}
         if n == 3 and parts[2] == "$validate":
             return {"POST": self._validate}
+        if n == 3 and parts[2] == "$everything" and head == "Patient":
+            return {"GET": self._everything, "POST": self._everything}
+        if n == 3 and parts[2].startswith("$"):
+            raise FhirError.of(501, "not-supported", f"Operation {parts[2]} is not supported on {head}")
         if n == 4 and parts[2] == "_history":
             return {"GET": self._vread}
         if n == 3 and is_resource_type(parts[2]):  # compartment search: /Patient/123/Observation
@@ -227,7 +240,7 @@ class FhirApi:
                 400, "not-supported", f"Unsupported history parameter(s): {', '.join(unknown)}"
             )
         count = _count(request.param("_count"))
-        since = _since(request.param("_since"))
+        since = since_instant(request.param("_since"))
         try:
             page = self._service.history(
                 resource_type, resource_id, count=count, since=since, cursor=request.param("_cursor")
@@ -252,7 +265,7 @@ class FhirApi:
                     415, "not-supported", "POST _search takes application/x-www-form-urlencoded"
                 )
             query += parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)
-        strict = "handling=strict" in (request.header("prefer") or "").replace(" ", "")
+        strict = _strict(request)
         system_level = parts in ([], ["_search"])  # [base]?_type=... or [base]/_search
         try:
             if system_level:
@@ -265,25 +278,59 @@ class FhirApi:
                 result = self._service.searching().search(parts[0], query, request.base_url, strict)
         except InvalidCursor:
             raise FhirError.of(400, "invalid", "The paging cursor is not valid for this search") from None
-        search, page = result.request, result.page
+        search = result.request
         path = "" if system_level else "/" + "/".join(parts[:3] if len(parts) >= 3 else parts[:1])
-        links = {"self": url_with_query(request.base_url, path, search.link_params)}
-        if page.next_cursor:
-            links["next"] = url_with_query(
-                request.base_url, path, [*search.link_params, ("_cursor", page.next_cursor)]
-            )
-        resources = [v.resource for v in page.versions if v.resource is not None]
-        included = [v.resource for v in result.included if v.resource is not None]
-        if search.elements:
-            resources = [only_elements(r, search.elements) for r in resources]
-        elif search.summary in ("true", "text", "data"):
-            resources = [summarize(r, search.summary) for r in resources]
-        total = page.total
-        if total is None and page.next_cursor is None and request.param("_cursor") is None:
-            total = len(resources)  # everything fits on the first page: the count is known for free
-        outcome = operation_outcome(result.warnings) if result.warnings else None
-        bundle = searchset_bundle(request.base_url, resources, links, total, outcome, included)
-        return json_response(request, 200, bundle)
+        return _searchset_response(
+            request,
+            path,
+            search.link_params,
+            result.page,
+            result.included,
+            result.warnings,
+            elements=search.elements,
+            summary=search.summary,
+        )
+
+    def _everything(self, request: Request, parts: list[str]) -> Response:
+        """``Patient/[id]/$everything`` (patient-operation-everything.html): parameters from the query
+        string and, with POST, a Parameters body; paging links repeat them as a GET query."""
+        query = list(request.query)
+        if request.method == "POST" and request.body.strip():
+            query += self._parameters_body(request)
+        everything = PatientEverything(self._service.store, self._service.searching())
+        parsed = parse_everything(query, _strict(request))
+        try:
+            page = everything.page(parts[1], parsed, request.base_url)
+        except InvalidCursor:
+            raise FhirError.of(400, "invalid", "The paging cursor is not valid for this request") from None
+        return _searchset_response(
+            request,
+            f"/Patient/{parts[1]}/$everything",
+            list(parsed.link_params),
+            SearchPage(page.versions, page.next_cursor, None),
+            page.included,
+            page.warnings,
+        )
+
+    def _parameters_body(self, request: Request) -> list[tuple[str, str]]:
+        """The (name, value) pairs of an operation's Parameters body (primitive values only)."""
+        body = self._body(request)
+        errors = [i for i in self._validator.validate(body, expected_type="Parameters") if i.is_error]
+        if errors:
+            raise FhirError(400, errors)
+        pairs: list[tuple[str, str]] = []
+        for i, parameter in enumerate(body.get("parameter") or []):
+            name = parameter.get("name") if isinstance(parameter, dict) else None
+            value = next((v for k, v in parameter.items() if k.startswith("value")), None) if name else None
+            if not isinstance(name, str) or not isinstance(value, str | int):  # bool is an int
+                raise FhirError.of(
+                    400,
+                    "value",
+                    "Each parameter needs a name and a primitive value",
+                    f"Parameters.parameter[{i}]",
+                )
+            pairs.append((name, str(value)))
+        return pairs
 
     def _validate(self, request: Request, parts: list[str]) -> Response:
         body = self._body(request)
@@ -352,6 +399,47 @@ class FhirApi:
         return json_response(request, status, version.resource, headers)
 
 
+def _searchset_response(
+    request: Request,
+    path: str,
+    link_params: list[tuple[str, str]],
+    page: SearchPage,
+    included: list[StoredVersion],
+    warnings: list[Issue],
+    *,
+    elements: tuple[str, ...] = (),
+    summary: str | None = None,
+) -> Response:
+    """A searchset Bundle for one page (search, $everything): self/next links on ``path`` with
+    ``link_params``, the matches shaped by ``_elements``/``_summary``, includes, warnings."""
+    links = {"self": url_with_query(request.base_url, path, link_params)}
+    if page.next_cursor:
+        links["next"] = url_with_query(request.base_url, path, [*link_params, ("_cursor", page.next_cursor)])
+    resources = [v.resource for v in page.versions if v.resource is not None]
+    if elements:
+        resources = [only_elements(r, elements) for r in resources]
+    elif summary in ("true", "text", "data"):
+        resources = [summarize(r, summary) for r in resources]
+    total = page.total
+    if total is None and page.next_cursor is None and request.param("_cursor") is None:
+        total = len(resources)  # everything fits on the first page: the count is known for free
+    outcome = operation_outcome(warnings) if warnings else None
+    bundle = searchset_bundle(
+        request.base_url,
+        resources,
+        links,
+        total,
+        outcome,
+        [v.resource for v in included if v.resource is not None],
+    )
+    return json_response(request, 200, bundle)
+
+
+def _strict(request: Request) -> bool:
+    """``Prefer: handling=strict`` (search.html#errors): unknown parameters are an error, not ignored."""
+    return "handling=strict" in (request.header("prefer") or "").replace(" ", "")
+
+
 def _subset_for(request: Request, resource: Any) -> Any:
     """A read's ``_summary`` / ``_elements`` (the same subsets a search returns)."""
     summary, elements = request.param("_summary"), request.param("_elements")
@@ -409,12 +497,3 @@ def _count(value: str | None) -> int:
     if not value.isdigit():
         raise FhirError.of(400, "value", "_count must be a non-negative integer")
     return max(1, min(int(value), MAX_HISTORY_COUNT))
-
-
-def _since(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return format_instant(parse_instant(value))
-    except ValueError:
-        raise FhirError.of(400, "value", "_since must be an instant such as 2024-01-31T10:00:00Z") from None

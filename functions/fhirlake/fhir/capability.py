@@ -25,6 +25,20 @@ TYPE_INTERACTIONS = (
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system", "search-system")
 
 
+# Operations beyond $validate, by resource type.
+_TYPE_OPERATIONS: dict[str, tuple[dict[str, Any], ...]] = {
+    "Patient": (
+        {
+            "name": "everything",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+            "documentation": "Instance level only (Patient/[id]/$everything): the patient, its compartment "
+            "and the practitioners, organizations, locations, medications and devices they refer to. "
+            "Parameters start, end, _since, _type, _count.",
+        },
+    ),
+}
+
+
 def _search_params(rtype: str) -> list[dict[str, Any]]:
     return [
         {"name": p.code, "definition": p.url, "type": p.type}
@@ -71,7 +85,7 @@ def _capability_statement(base_url: str, day: str) -> dict[str, Any]:
             "conditionalUpdate": True,
             "conditionalDelete": "multiple",
             "searchParam": _search_params(rtype),
-            "operation": [validate_op],
+            "operation": [validate_op, *_TYPE_OPERATIONS.get(rtype, ())],
         }
         for rtype in sorted(resource_types())
     ]

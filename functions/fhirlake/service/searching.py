@@ -128,17 +128,7 @@ class SearchService:
         self, requests: list[SearchRequest], count: int, cursor: str | None, scope: str
     ) -> tuple[list[StoredVersion], str | None]:
         """A page of matches, type after type; the cursor is (type index, that type's own cursor)."""
-        index, inner = 0, None
-        if cursor:
-            position = sorting.decode_cursor(cursor, scope)
-            if (
-                len(position) != 2
-                or not isinstance(position[0], int)
-                or not 0 <= position[0] < len(requests)
-                or not isinstance(position[1], str | None)
-            ):
-                raise InvalidCursor
-            index, inner = position
+        index, inner = step_position(cursor, scope, len(requests))
         found: list[StoredVersion] = []
         if count == 0:
             return found, None
@@ -291,6 +281,11 @@ class SearchService:
             warnings += include_warnings
         return SearchResult(request, page, included, warnings)
 
+    # -- for operations built on search (service.everything) ------------------------------------
+    def page(self, request: SearchRequest) -> SearchPage:
+        """One page of a plain index search (no _sort, no includes), from ``request.cursor``."""
+        return self._searcher.search(request)
+
     def _sorted(self, request: SearchRequest, keys: list[SortKey]) -> SearchPage:
         count, cursor = request.count, request.cursor
         request.cursor = None
@@ -311,6 +306,22 @@ class SearchService:
             if page.next_cursor is None or len(found) >= limit:
                 return found
             request.cursor = page.next_cursor
+
+
+def step_position(cursor: str | None, scope: str, steps: int) -> tuple[int, str | None]:
+    """(step index, that step's own cursor) from a cursor of a search paged step after step (system
+    search: a step per type); (0, None) without cursor, InvalidCursor if it is not one for ``scope``."""
+    if not cursor:
+        return 0, None
+    position = sorting.decode_cursor(cursor, scope)
+    if (
+        len(position) != 2
+        or not isinstance(position[0], int)
+        or not 0 <= position[0] < steps
+        or not isinstance(position[1], str | None)
+    ):
+        raise InvalidCursor
+    return position[0], position[1]
 
 
 # The most resources an inner (chained / _has) search may contribute to the outer one.
