@@ -373,8 +373,10 @@ class ResourceService:
             "versionId": str(version_id),
             "lastUpdated": last_updated,
         }
-        body = {"resourceType": resource_type, "id": resource_id, "meta": meta}
-        body.update((k, v) for k, v in resource.items() if k not in body)
+        # resourceType, id and meta first, then the resource's members in their order (a key keeps the
+        # position of its first insertion; the three are set again in case the resource had them)
+        body = {"resourceType": resource_type, "id": resource_id, "meta": meta, **resource}
+        body["resourceType"], body["id"], body["meta"] = resource_type, resource_id, meta
         return StoredVersion(resource_type, resource_id, version_id, last_updated, method, body)
 
 
