@@ -13,9 +13,9 @@ from typing import Any
 
 import fhirpathpy
 import pytest
+from fhirlake.fhir.fhirpath import compile_path
 from fhirlake.fhir.json import loads
 from fhirlake.views import default_views
-from fhirlake.views.fhirpath import compile_path
 from fhirpathpy.models import models
 
 from tests.conftest import SHARED_DATA

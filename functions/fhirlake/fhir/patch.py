@@ -7,7 +7,7 @@ Two formats, both all-or-nothing (the input is never modified; a failing operati
 - **FHIRPath Patch** (fhirpatch.html, a ``Parameters`` resource): add, insert, delete, replace, move.
   Paths are the subset real clients send, resolved to *locations* (the owning object and the member
   name or array index) so they can be changed: ``Type.member``, ``[n]``, ``where(criteria)`` (criteria
-  evaluated by :mod:`fhirlake.views.fhirpath`), ``first()``, ``last()``, ``ofType(Type)``. Element
+  evaluated by :mod:`fhirlake.fhir.fhirpath`), ``first()``, ``last()``, ``ofType(Type)``. Element
   cardinality and choice types come from the validator's R4 element tables, so ``add`` knows whether
   ``identifier`` is a list and ``value`` + ``valueQuantity`` is ``valueQuantity``.
 

@@ -4,7 +4,7 @@ A FHIRPath engine returns values; a patch needs to know *where* each value lives
 it, the member name, and the array index. :class:`Locator` evaluates the subset of FHIRPath that patch
 clients send (``Patient.identifier.where(system = 'x').value``, ``Patient.name[0].given``,
 ``Observation.value.ofType(Quantity)``, ``first()``/``last()``) to :class:`Location` objects. ``where``
-criteria are full FHIRPath, compiled and evaluated by :mod:`fhirlake.views.fhirpath`.
+criteria are full FHIRPath, compiled and evaluated by :mod:`fhirlake.fhir.fhirpath`.
 
 Element definitions (cardinality, choice types, data types) come from the validator's R4 tables, so an
 ``add`` of ``identifier`` appends to an array and ``name=value`` with a ``valueQuantity`` becomes
@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fhirlake.fhir.fhirpath import FhirPathError, FhirPathRuntimeError, Fn, compile_path
 from fhirlake.fhir.outcome import FhirError
-from fhirlake.views.fhirpath import FhirPathError, FhirPathRuntimeError, Fn, compile_path
 
 if TYPE_CHECKING:
     from fhirlake.fhir.patch import FhirPathOperation

@@ -111,8 +111,8 @@ class Registry:
 
     # -- tables -----------------------------------------------------------------------------------
     def _compile(self, table: dict[str, Any], is_resource: bool) -> None:
-        from fhirlake.validation.fhirpath_lite import CHOICES
-        from fhirlake.validation.invariants import compile_invariant
+        from fhirlake.fhir.fhirpath import ChoiceNames
+        from fhirlake.validation.invariants import CHOICES, compile_invariant
 
         root = table["type"]
         constraints = table.get("constraints", {})
@@ -124,7 +124,7 @@ class Registry:
                     type_ = "reference"
                 prop = Prop(name, min_, max_, type_, vs, choice)
                 if choice:
-                    CHOICES.setdefault(choice, set()).add(name)
+                    CHOICES.setdefault(choice, ChoiceNames()).add(name)
                 node.props[name] = prop
                 if min_ > 0:
                     label = (choice + "[x]") if choice else name

@@ -5,8 +5,9 @@ Each invariant is compiled once, when its type's table is first loaded, into one
 1. a native Python check (``NATIVE``) for rules whose FHIRPath is costly or which fhirpathpy cannot
    evaluate (per-1's partial-date comparison, ``hasValue()``);
 2. handled by the engine itself (ele-1, ext-1, dom-2..dom-5, ref-1: ``ENGINE``);
-3. the small FHIRPath subset compiler in :mod:`fhirlake.validation.fhirpath_lite` (paths, exists/empty/
-   count/not/where/all, boolean logic, comparisons) - most invariants, at native speed;
+3. fhirlake's FHIRPath compiler (:mod:`fhirlake.fhir.fhirpath`, the engine of the SQL on FHIR views, in
+   its R4 invariant dialect: whole-string ``matches()``, choice names from the element tables) - most
+   invariants, as compiled closures over the JSON;
 4. fhirpathpy (imported lazily, only when such an invariant is first evaluated) with the R4 model, for
    the remaining expressions. If fhirpathpy cannot evaluate an expression it is skipped (``SKIPPED``
    lists them, the tests assert the list).
@@ -22,11 +23,17 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import lru_cache
-from typing import Any
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Any
 
 from fhirlake.validation.primitives import MEMO_MAX_LEN, MEMO_SIZE
 
+if TYPE_CHECKING:
+    from fhirlake.fhir.fhirpath import ChoiceNames, Dialect
+
+# choice element name -> its JSON names (value -> valueQuantity, ...), filled by the engine as it loads
+# type tables, so an invariant's ``value`` navigates to whichever ``value[x]`` is present
+CHOICES: dict[str, ChoiceNames] = {}
 # Evaluated by the engine (structure walk) rather than here.
 ENGINE = frozenset({"ele-1", "ext-1", "dom-2", "dom-3", "dom-4", "dom-5", "ref-1"})
 # Not evaluated, with the reason (reported in docs/performance.md and asserted in tests).
@@ -181,7 +188,7 @@ class Invariant:
         self.human = human
         self.expression = expression
         self.base = base
-        self.fn: Callable[[Any, Any], bool | None] | None = None  # native or subset-compiled
+        self.fn: Callable[[Any, Any], bool | None] | None = None  # native or compiled FHIRPath
         self.fallback: Callable[[Any, Any], bool | None] | None = None
         self.mode = "native"
 
@@ -190,7 +197,7 @@ class Invariant:
         if fn is not None:
             try:
                 return fn(value, rc) is False
-            except Exception:  # the subset compiler met data it does not model: ask fhirpathpy
+            except Exception:  # the compiled FHIRPath met data it does not model: ask fhirpathpy
                 pass
         return self.fails_fhirpathpy(value, rc)
 
@@ -214,15 +221,49 @@ def compile_invariant(key: str, human: str, expression: str, base: str) -> Invar
     if native is not None:
         inv.fn = native
         return inv
-    from fhirlake.validation import fhirpath_lite
-
-    lite = fhirpath_lite.try_compile(expression)
-    if lite is not None:
-        inv.fn = lite
-        inv.mode = "lite"
+    compiled = _compile_fhirpath(expression)
+    if compiled is not None:
+        inv.fn = compiled
+        inv.mode = "compiled"
         return inv
     inv.mode = "fhirpathpy"
     return inv
+
+
+_NO_ENV: dict[str, Any] = {}  # shared, never written
+
+
+@cache  # built on first use: fhirlake.fhir.fhirpath imports this module (compare_datetimes)
+def _dialect() -> Dialect:
+    from fhirlake.fhir.fhirpath import Dialect
+
+    return Dialect(choices=CHOICES, full_match=True, infer_types=False)
+
+
+def _compile_fhirpath(expression: str) -> Callable[[Any, Any], bool | None] | None:
+    """``expression`` compiled by :mod:`fhirlake.fhir.fhirpath`; maps (focus JSON value, resource context)
+    to True/False/None (empty), or None when the expression needs what only fhirpathpy has."""
+    from fhirlake.fhir.fhirpath import FhirPathError, compile_path
+
+    try:
+        fn = compile_path(expression, dialect=_dialect())
+    except FhirPathError:
+        return None
+    uses_env = "%" in expression  # most invariants name no variable: no environment to build
+
+    def run(value: Any, rc: Any) -> bool | None:
+        if uses_env and rc is not None:
+            env = {"resource": rc.resource, "rootResource": rc.root, "context": value}
+        else:
+            env = _NO_ENV
+        result = fn([value], env)
+        if not result:
+            return None
+        if len(result) == 1 and type(result[0]) is bool:
+            return result[0]
+        return True
+
+    return run
 
 
 _FP: dict[str, Any] = {}

@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from fhirlake.fhir.fhirpath import Env, FhirPathError, FhirPathRuntimeError, Fn, compile_path
 from fhirlake.fhir.types import is_resource_type
-from fhirlake.views.fhirpath import Env, FhirPathError, FhirPathRuntimeError, Fn, compile_path
 
 Row = tuple[Any, ...]
 SelectFn = Callable[[Any, Env], list[Row]]

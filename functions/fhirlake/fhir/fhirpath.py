@@ -1,4 +1,4 @@
-"""The FHIRPath subset of SQL on FHIR v2 (https://build.fhir.org/ig/FHIR/sql-on-fhir-v2/), compiled once.
+"""FHIRPath over plain FHIR JSON, compiled once: SQL on FHIR v2 view paths and the R4 invariants.
 
 An expression is parsed once into nested closures ``fn(focus, env) -> list``; evaluating it walks plain
 JSON (dicts, lists, str, int, float, bool, and ``Decimal`` where :mod:`fhirlake.fhir.json` kept a
@@ -12,21 +12,66 @@ constants, ``$this``/``$index``, every operator (``implies or xor and in contain
 is as + - & * / div mod``, unary minus) with FHIRPath's empty propagation and three-valued logic, and
 the functions in :data:`FUNCTIONS` - including the SQL on FHIR ones: ``getResourceKey()``,
 ``getReferenceKey([Type])``, ``lowBoundary()``/``highBoundary()``, ``extension(url)``, ``join()``.
+
+Two users read FHIRPath a little differently; a :class:`Dialect` says how (the default is SQL on FHIR's):
+
+- SQL on FHIR v2 views (:mod:`fhirlake.views`) and FHIRPath Patch criteria: current FHIRPath, where
+  ``matches()`` finds the regex anywhere; a choice element is any ``name`` + type suffix; type operators
+  (``is``, ``as``, ``ofType()``, a leading type name) are read from the JSON's shape.
+- The validator's R4 invariants (:mod:`fhirlake.validation.invariants`): written for FHIRPath 2.0, where
+  ``matches()`` must match the whole string; choice elements come from the validator's element tables;
+  and a type operator is a compile error, because plain JSON cannot tell a ``code`` from a ``string`` -
+  those invariants are left to an engine with the FHIR model (fhirpathpy).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from fhirlake.fhir import fhirpath_boundaries as boundaries
 from fhirlake.fhir.types import resource_types
 from fhirlake.validation.invariants import compare_datetimes
-from fhirlake.views import boundaries
 
 Env = dict[str, Any]
 Fn = Callable[[list[Any], Env], list[Any]]
+# how a member step finds a missing choice element: (the object, the element name) -> value or None
+ChoiceLookup = Callable[[dict[str, Any], str], Any]
+
+
+class ChoiceNames(set[str]):
+    """The JSON names of one choice element (``valueQuantity``, ``valueString``...), filled in place as the
+    validator loads type tables; calling it finds whichever is present. Empty, it is false: a step skips
+    it without a call (most names navigated by invariants are not choice elements)."""
+
+    __slots__ = ()
+
+    def __call__(self, item: dict[str, Any], name: str) -> Any:
+        for key in self:
+            value = item.get(key)
+            if value is not None:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between the FHIRPath of SQL on FHIR views and that of the R4 invariants."""
+
+    # choice element name -> its JSON names (value -> valueQuantity, valueString...); compiling binds each
+    # navigated name's entry (adding an empty one), which the validator fills as it loads type tables.
+    # None: any name + a FHIR type suffix
+    choices: dict[str, ChoiceNames] | None = None
+    # matches(): the whole string (FHIRPath 2.0, R4) rather than anywhere in it (FHIRPath 3.0)
+    full_match: bool = False
+    # is/as/ofType()/type names: guessed from the JSON's shape, or a compile error (no type model)
+    infer_types: bool = True
+
+
+SQL_ON_FHIR = Dialect()
 
 
 class FhirPathError(ValueError):
@@ -219,9 +264,9 @@ def _tokenize(src: str) -> list[tuple[str, str]]:
 
 
 # -- runtime helpers ----------------------------------------------------------------------------------
-def _walk(items: list[Any], steps: tuple[tuple[str, bool], ...]) -> list[Any]:
-    """Navigate ``items`` through member names (name, is-a-choice-element), lists flattened at every
-    step: ``code.coding.system`` is one call. This is the hottest loop of a view."""
+def _walk(items: list[Any], steps: tuple[tuple[str, ChoiceLookup | None], ...]) -> list[Any]:
+    """Navigate ``items`` through member names (name, how to find it as a choice element, if it may be one),
+    lists flattened at every step: ``code.coding.system`` is one call. The hottest loop of a view."""
     for name, choice in steps:
         out: list[Any] = []
         for item in items:
@@ -229,9 +274,9 @@ def _walk(items: list[Any], steps: tuple[tuple[str, bool], ...]) -> list[Any]:
                 continue
             value = item.get(name)
             if value is None:
-                if not choice:
+                if not choice:  # None, or choice names still empty
                     continue
-                value = _choice_value(item, name)
+                value = choice(item, name)
                 if value is None:
                     continue
             if type(value) is list:
@@ -246,7 +291,7 @@ def _walk(items: list[Any], steps: tuple[tuple[str, bool], ...]) -> list[Any]:
 
 
 def _children(items: list[Any], name: str) -> list[Any]:
-    return _walk(items, ((name, False),))
+    return _walk(items, ((name, None),))
 
 
 def _choice_value(item: dict[str, Any], name: str) -> Any:
@@ -256,6 +301,14 @@ def _choice_value(item: dict[str, Any], name: str) -> Any:
         if len(key) > n and key.startswith(name) and key[n:] in _CHOICE_SUFFIXES:
             return value
     return None
+
+
+def _choice_lookup(name: str, dialect: Dialect) -> ChoiceLookup | None:
+    """How a step to ``name`` finds a choice element when the key itself is missing (None: it does not)."""
+    table = dialect.choices
+    if table is None:
+        return _choice_value if name in CHOICE_ELEMENTS else None
+    return table.setdefault(name, ChoiceNames())  # the same set the table's later loads fill
 
 
 def _is_true(items: list[Any]) -> bool | None:
@@ -288,6 +341,9 @@ def _is_number(v: Any) -> bool:
 
 
 def _equal(x: Any, y: Any) -> bool:
+    kind = type(x)
+    if kind is type(y) and (kind is str or kind is int):  # most comparisons of invariants and views
+        return x == y
     if _is_number(x) and _is_number(y):
         a, b = _numbers(x, y)
         return bool(a == b)
@@ -311,6 +367,9 @@ def _equivalent(x: Any, y: Any) -> bool:
 
 
 def _compare(x: Any, y: Any) -> int | None:
+    kind = type(x)
+    if kind is type(y) and (kind is int or kind is float):
+        return (x > y) - (x < y)
     if _is_number(x) and _is_number(y):
         a, b = _numbers(x, y)
         return (a > b) - (a < b)
@@ -319,7 +378,8 @@ def _compare(x: Any, y: Any) -> int | None:
             return compare_datetimes(x, y)
         return (x > y) - (x < y)
     if type(x) is dict and type(y) is dict and "value" in x and "value" in y:  # Quantity, same unit only
-        if (x.get("code") or x.get("unit")) != (y.get("code") or y.get("unit")):
+        same_unit = (x.get("code") or x.get("unit")) == (y.get("code") or y.get("unit"))
+        if not same_unit or x.get("system") != y.get("system"):
             return None
         return _compare(x["value"], y["value"])
     raise FhirPathRuntimeError(f"cannot compare {type(x).__name__} with {type(y).__name__}")
@@ -391,10 +451,13 @@ def _choice_suffix(type_name: str) -> str:
 
 # -- parser -------------------------------------------------------------------------------------------
 class _Parser:
-    def __init__(self, tokens: list[tuple[str, str]], constants: dict[str, list[Any]]) -> None:
+    def __init__(
+        self, tokens: list[tuple[str, str]], constants: dict[str, list[Any]], dialect: Dialect
+    ) -> None:
         self.tokens = tokens
         self.i = 0
         self.constants = constants
+        self.dialect = dialect
         self.uses_index = ("special", "$index") in tokens
 
     def peek(self, ahead: int = 0) -> tuple[str, str] | None:
@@ -426,12 +489,15 @@ class _Parser:
                 return left
             op = self.take()[1]
             if op in ("is", "as"):
-                left = _type_function(op, left, self.type_specifier())
+                left = _type_function(op, left, self.type_specifier(typed_data=True))
                 continue
             right = self.expression(power + 1)
             left = _binary(op, left, right)
 
-    def type_specifier(self) -> str:
+    def type_specifier(self, typed_data: bool = False) -> str:
+        """A type name; ``typed_data``: the data will be tested against it, which a dialect may refuse."""
+        if typed_data:
+            self.check_infers_types()
         kind, name = self.take()
         if kind != "id":
             raise FhirPathError(f"expected a type name, found {name}")
@@ -440,6 +506,10 @@ class _Parser:
             self.take()
             parts.append(self.take()[1].strip("`"))
         return _check_type_name(".".join(parts))
+
+    def check_infers_types(self) -> None:
+        if not self.dialect.infer_types:
+            raise FhirPathError("type operators need the FHIR type model, which plain JSON does not carry")
 
     def unary(self) -> Fn:
         tok = self.peek()
@@ -520,13 +590,13 @@ class _Parser:
         if self.peek() == ("op", "("):
             self.take()
             if name in ("ofType", "is", "as"):
-                type_name = self.type_specifier()
+                type_name = self.type_specifier(typed_data=True)
                 self.take(")")
                 return _type_function(name, base, type_name)
             if name == "getReferenceKey" and self.peek() != ("op", ")"):
                 type_name = self.type_specifier()
                 self.take(")")
-                return _function(name, base, [], type_name)
+                return _function(name, base, [], type_name, self.dialect)
             args: list[Fn] = []
             while self.peek() != ("op", ")"):
                 args.append(self.expression())
@@ -535,16 +605,17 @@ class _Parser:
                 elif self.peek() != ("op", ")"):
                     raise FhirPathError(f"expected ',' or ')' in the arguments of {name}()")
             self.take(")")
-            return _function(name, base, args, None, self.uses_index)
+            return _function(name, base, args, None, self.dialect, self.uses_index)
         if self.peek() == ("op", ".") and self.peek(1) == ("id", "ofType") and self.peek(2) == ("op", "("):
             # value.ofType(Quantity): read valueQuantity directly rather than guessing the choice type
             self.i += 3
-            type_name = self.type_specifier()
+            type_name = self.type_specifier(typed_data=True)
             self.take(")")
             return _member_of_type(base, name, type_name)
         if at_root and name[:1].isupper():
+            self.check_infers_types()
             return _type_or_member(base, name)
-        return _member(base, name)
+        return _member(base, name, _choice_lookup(name, self.dialect))
 
 
 def _unescape(text: str) -> str:
@@ -567,13 +638,19 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
-def _member(base: Fn, name: str) -> Fn:
+def _member(base: Fn, name: str, choice: ChoiceLookup | None) -> Fn:
     """``base.name``; consecutive names fuse into one walk (``code.coding.system``: one closure, not 3)."""
     root, steps = getattr(base, "chain", (base, ()))
-    steps = (*steps, (name, name in CHOICE_ELEMENTS))
+    steps = (*steps, (name, choice))
+    if root is _FOCUS:
 
-    def walk(focus: list[Any], env: Env) -> list[Any]:
-        return _walk(focus if root is _FOCUS else root(focus, env), steps)
+        def walk(focus: list[Any], env: Env) -> list[Any]:
+            return _walk(focus, steps)
+
+    else:
+
+        def walk(focus: list[Any], env: Env) -> list[Any]:
+            return _walk(root(focus, env), steps)
 
     walk.chain = (root, steps)  # type: ignore[attr-defined]
     return walk
@@ -640,27 +717,31 @@ def _type_function(name: str, base: Fn, type_name: str) -> Fn:
 
 
 def _logic(op: str, left: Fn, right: Fn) -> Fn:
-    def evaluate(focus: list[Any], env: Env) -> list[Any]:
-        a = _is_true(left(focus, env))
-        if op == "and" and a is False:
-            return [False]
-        if op == "or" and a is True:
-            return [True]
-        if op == "implies" and a is False:
-            return [True]
-        b = _is_true(right(focus, env))
-        if op == "and":
-            return [False] if b is False else ([True] if a and b else [])
-        if op == "or":
-            return [True] if b is True else ([False] if a is False and b is False else [])
-        if op == "xor":
-            return [] if a is None or b is None else [a != b]
-        # implies, with a true or empty
-        if b is True:
-            return [True]
-        return [False] if a is True and b is False else []
+    """and/or/xor/implies with three-valued logic; the operator is chosen here, not per evaluation
+    (invariants are mostly these, evaluated on every element)."""
+    if op == "xor":
 
-    return evaluate
+        def xor(focus: list[Any], env: Env) -> list[Any]:
+            a, b = _is_true(left(focus, env)), _is_true(right(focus, env))
+            return [] if a is None or b is None else [a != b]
+
+        return xor
+    # or: a true side decides; and: a false side decides; implies: (not left) or right
+    decisive = op != "and"
+    negate_left = op == "implies"
+
+    def short_circuit(focus: list[Any], env: Env) -> list[Any]:
+        a = _is_true(left(focus, env))
+        if negate_left and a is not None:
+            a = not a
+        if a is decisive:
+            return [decisive]
+        b = _is_true(right(focus, env))
+        if b is decisive:
+            return [decisive]
+        return [] if a is None or b is None else [not decisive]
+
+    return short_circuit
 
 
 def _binary(op: str, left: Fn, right: Fn) -> Fn:
@@ -676,6 +757,8 @@ def _binary(op: str, left: Fn, right: Fn) -> Fn:
                 if op in ("=", "!="):
                     return []  # empty propagates through = and !=
                 return [(not a and not b) != negate]  # ~: two empty collections are equivalent
+            if len(a) == 1 == len(b):
+                return [same(a[0], b[0]) != negate]
             if len(a) != len(b):
                 return [negate]
             result = all(same(x, y) for x, y in zip(a, b, strict=True))
@@ -773,7 +856,9 @@ def _strings(items: list[Any], what: str) -> str | None:
     return value
 
 
-def _string_function(name: str, base: Fn, args: list[Fn]) -> Fn:
+def _string_function(name: str, base: Fn, args: list[Fn], full_match: bool) -> Fn:
+    search = re.fullmatch if full_match else re.search
+
     def apply(focus: list[Any], env: Env) -> list[Any]:
         s = _strings(base(focus, env), name)
         if s is None:
@@ -788,7 +873,7 @@ def _string_function(name: str, base: Fn, args: list[Fn]) -> Fn:
         if name == "contains":
             return [values[0] in s]
         if name == "matches":
-            return [re.search(values[0], s, re.DOTALL) is not None]
+            return [search(values[0], s, re.DOTALL) is not None]
         if name == "replaceMatches":
             return [re.sub(values[0], values[1], s)]
         if name == "replace":
@@ -877,13 +962,19 @@ def _arity(name: str, args: list[Fn], allowed: int | tuple[int, ...]) -> None:
         raise FhirPathError(f"{name}() takes {' or '.join(map(str, counts))} argument(s), got {len(args)}")
 
 
-def _function(name: str, base: Fn, args: list[Fn], type_name: str | None, with_index: bool = False) -> Fn:
+def _function(
+    name: str, base: Fn, args: list[Fn], type_name: str | None, dialect: Dialect, with_index: bool = False
+) -> Fn:
     if name in _STRING_FUNCTIONS:
         _arity(name, args, _STRING_FUNCTIONS[name])
-        return _string_function(name, base, args)
+        return _string_function(name, base, args, dialect.full_match)
     if name in ("where", "select", "all") or (name == "exists" and args):
         _arity(name, args, 1)
         return _iterating(name, base, args[0], with_index)
+    if name == "empty" and not args:  # the commonest function of invariants: no _SIMPLE indirection
+        return lambda focus, env: [not base(focus, env)]
+    if name == "exists" and not args:
+        return lambda focus, env: [bool(base(focus, env))]
     simple = _SIMPLE.get(name)
     if simple is not None:
         _arity(name, args, 0)
@@ -957,7 +1048,7 @@ def _function(name: str, base: Fn, args: list[Fn], type_name: str | None, with_i
     if name == "trace":
         return base
     if name in ("now", "today", "timeOfDay", "resolve", "memberOf", "conformsTo", "htmlChecks"):
-        raise FhirPathError(f"{name}() is not supported by SQL on FHIR views")
+        raise FhirPathError(f"{name}() is not supported")
     raise FhirPathError(f"unknown function {name}()")
 
 
@@ -1064,11 +1155,13 @@ _SIMPLE: dict[str, Callable[[list[Any]], list[Any]]] = {
 }
 
 
-def compile_path(expression: str, constants: dict[str, list[Any]] | None = None) -> Fn:
+def compile_path(
+    expression: str, constants: dict[str, list[Any]] | None = None, dialect: Dialect = SQL_ON_FHIR
+) -> Fn:
     """Compile ``expression``; raises :class:`FhirPathError` if it is invalid or unsupported."""
     if not isinstance(expression, str) or not expression.strip():
         raise FhirPathError("a FHIRPath expression must be a non-empty string")
-    parser = _Parser(_tokenize(expression), constants or {})
+    parser = _Parser(_tokenize(expression), constants or {}, dialect)
     try:
         fn = parser.expression()
     except RecursionError as exc:
