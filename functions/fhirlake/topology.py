@@ -195,6 +195,9 @@ IMPORT_FUNCTION = FunctionSpec(
 )
 # The lake consumes new resource versions only (sk "v#..."): current-version copies, search entries and
 # job items never wake it up.
+# Records per batch of a stream consumer (the lake's event source mapping; the local runtime reads the stream
+# this many records at a time): fewer, larger Parquet files than small batches.
+STREAM_BATCH_SIZE = 1000
 LAKE_STREAM_FILTER: Mapping[str, Any] = {
     "eventName": ["INSERT"],
     "dynamodb": {"Keys": {"sk": {"S": [{"prefix": "v#"}]}}},

@@ -45,9 +45,8 @@ _ROUTE = re.compile(r"^(/[A-Za-z0-9_.$-]+)+$")
 
 # Stream consumers (the lake): a write must be queryable within 5 minutes. Lambda waits up to the
 # batching window to fill a batch, so a quiet table still delivers within a minute, while a busy one
-# fills batches of STREAM_BATCH_SIZE (fewer, larger Parquet files; Lambda also caps a batch at its
+# fills batches of topology.STREAM_BATCH_SIZE (fewer, larger Parquet files; Lambda also caps a batch at its
 # 6 MB payload limit).
-STREAM_BATCH_SIZE = 1000
 STREAM_BATCHING_WINDOW = Duration.seconds(60)
 # A failing batch is split in two and retried (bisect), and the function reports the records that
 # failed (ReportBatchItemFailures) so that good records are not reprocessed. After this many retries
@@ -211,7 +210,7 @@ class Triggers(Construct):
             DynamoEventSource(
                 table,
                 starting_position=lambda_.StartingPosition.TRIM_HORIZON,
-                batch_size=STREAM_BATCH_SIZE,
+                batch_size=topology.STREAM_BATCH_SIZE,
                 max_batching_window=STREAM_BATCHING_WINDOW,
                 bisect_batch_on_error=True,
                 retry_attempts=STREAM_RETRY_ATTEMPTS,

@@ -134,6 +134,7 @@ class StreamPoller(_Poller):
         self._starting_position = starting_position
         self._filter = event_filter
         self._iterators: dict[str, str | None] = {}
+        self._read_up_to: dict[str, str] = {}  # shard -> sequence number of the last record read
 
     def poll_once(self) -> int:
         delivered = 0
@@ -141,19 +142,38 @@ class StreamPoller(_Poller):
         for shard in shards:
             shard_id = shard["ShardId"]
             if shard_id not in self._iterators:
-                self._iterators[shard_id] = self._streams.get_shard_iterator(
-                    StreamArn=self._arn, ShardId=shard_id, ShardIteratorType=self._starting_position
-                )["ShardIterator"]
+                self._iterators[shard_id] = self._iterator_after(shard_id)
             iterator = self._iterators[shard_id]
             if iterator is None:
                 continue
             resp = self._streams.get_records(ShardIterator=iterator, Limit=self._batch_size)
-            records = [r for r in resp.get("Records", []) if self._filter is None or matches(self._filter, r)]
+            read = resp.get("Records", [])
+            records = [r for r in read if self._filter is None or matches(self._filter, r)]
             if records:
                 self._invoke([self._record(r) for r in records])  # raises: the same batch is retried
                 delivered += len(records)
-            self._iterators[shard_id] = resp.get("NextShardIterator")
+            if read:
+                self._read_up_to[shard_id] = read[-1]["dynamodb"]["SequenceNumber"]
+                self._iterators[shard_id] = resp.get("NextShardIterator")
+            elif resp.get("NextShardIterator") is None or shard_id not in self._read_up_to:
+                self._iterators[shard_id] = resp.get("NextShardIterator")  # None: a closed shard, read
+            else:
+                # Idle: the next poll starts from a fresh iterator after the last record read, as a consumer
+                # does when its iterator expires (after 15 minutes in DynamoDB Streams). moto's chain of
+                # iterators can stop seeing new records after a quiet spell; a fresh one never does.
+                self._iterators[shard_id] = self._iterator_after(shard_id)
         return delivered
+
+    def _iterator_after(self, shard_id: str) -> str:
+        last = self._read_up_to.get(shard_id)
+        position = (
+            {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": last}
+            if last is not None
+            else {"ShardIteratorType": self._starting_position}
+        )
+        return self._streams.get_shard_iterator(StreamArn=self._arn, ShardId=shard_id, **position)[
+            "ShardIterator"
+        ]
 
     def _record(self, record: dict[str, Any]) -> dict[str, Any]:
         dynamodb = dict(record.get("dynamodb", {}))

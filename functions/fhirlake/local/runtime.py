@@ -137,6 +137,7 @@ class LocalRuntime:
                         self.resources.table_stream_arn,
                         handler,
                         name,
+                        batch_size=topology.STREAM_BATCH_SIZE,  # as the event source mapping's
                         region=LOCAL_REGION,
                         event_filter=function.stream_filter,
                     )
